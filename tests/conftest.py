@@ -1,0 +1,27 @@
+"""Shared pytest fixtures.
+
+Real (licensed) data is never part of the repository: tests that need it read it from
+``../shared/data`` beside the clone, or from ``$MER_DATA``, and skip when it is absent.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def shared_data_root() -> Path:
+    return Path(os.environ.get("MER_DATA", REPO_ROOT.parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The licensed datasets folder; skips the test when it is not present."""
+    root = shared_data_root()
+    if not root.is_dir():
+        pytest.skip(f"real data not found at {root} (set MER_DATA to run this test)")
+    return root
