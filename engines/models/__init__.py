@@ -1,0 +1,28 @@
+"""Model architectures, chosen by name through :mod:`engines.models.registry`.
+
+Every model module is imported here explicitly, so ``list_models()`` always knows all of them
+(a registry that only sees the modules someone happened to import would miss models).
+"""
+
+from engines.models import ststnet  # noqa: F401  (registers "ststnet")
+from engines.models.registry import (
+    ModelArgumentError,
+    ModelCfg,
+    UnknownModelError,
+    create_model,
+    is_model,
+    list_models,
+    model_entrypoint,
+    register_model,
+)
+
+__all__ = [
+    "ModelArgumentError",
+    "ModelCfg",
+    "UnknownModelError",
+    "create_model",
+    "is_model",
+    "list_models",
+    "model_entrypoint",
+    "register_model",
+]

@@ -1,0 +1,148 @@
+"""Models are chosen by name (``--model ststnet``): a registry of builders plus the cfg each carries.
+
+After timm's ``register_model``/``create_model``: a model module decorates one small builder
+function per variant; the function's name is the model name. Everything that must know what a
+model expects (the online pipeline building its input, export writing metadata, reports writing
+a model card) reads :class:`ModelCfg` from ``model.cfg`` instead of hard-coding it.
+
+Builders take explicit keyword arguments only (no ``**kwargs``), so a misspelt option fails
+here with the accepted names instead of being silently dropped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import inspect
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from torch import nn
+
+from engines.errors import MerError
+
+__all__ = [
+    "ModelArgumentError",
+    "ModelCfg",
+    "UnknownModelError",
+    "create_model",
+    "is_model",
+    "list_models",
+    "model_entrypoint",
+    "register_model",
+]
+
+
+class UnknownModelError(MerError, LookupError):
+    """A model name that is not registered; the message lists the known names."""
+
+
+class ModelArgumentError(MerError, TypeError):
+    """An option the model's builder does not accept; the message lists the ones it does."""
+
+
+@dataclass(frozen=True)
+class ModelCfg:
+    """What a model expects as input, what its outputs mean, and where it comes from.
+
+    Input contract: ``input_size`` is (channels, height, width) of one NCHW sample;
+    ``channel_order`` and ``channels`` say which plane is which; ``value_range`` is the range
+    of the values fed in; ``mean``/``std`` are the per-channel normalisation applied *by the
+    caller* before the model (None: none); ``motion`` describes how the motion image is made.
+    """
+
+    name: str
+    # Input contract.
+    input_size: tuple[int, int, int]
+    channel_order: str
+    channels: tuple[str, ...]
+    value_range: tuple[float, float]
+    mean: tuple[float, ...] | None
+    std: tuple[float, ...] | None
+    motion: str
+    # Output.
+    label_names: tuple[str, ...]
+    # Provenance.
+    source_url: str = ""
+    paper: str = ""
+    license_note: str = ""
+    train_datasets: tuple[str, ...] = ()
+    protocol: str = ""
+    notes: str = ""
+
+    def __post_init__(self) -> None:
+        if len(self.channels) != self.input_size[0]:
+            raise ValueError(f"{self.name}: {len(self.channels)} channel names for {self.input_size[0]} channels")
+        if len(set(self.label_names)) != len(self.label_names) or not self.label_names:
+            raise ValueError(f"{self.name}: label names must be unique and non-empty, got {self.label_names}")
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.label_names)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (for export metadata, manifests, reports).
+
+        Refuses a value JSON cannot carry rather than writing a cfg that cannot be read back.
+        """
+        data = dataclasses.asdict(self)
+        try:
+            json.dumps(data, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{self.name}: model cfg is not JSON-serialisable: {exc}") from None
+        return {key: list(value) if isinstance(value, tuple) else value for key, value in data.items()}
+
+
+ModelFn = TypeVar("ModelFn", bound=Callable[..., nn.Module])
+
+_builders: dict[str, Callable[..., nn.Module]] = {}
+
+
+def register_model(builder: ModelFn) -> ModelFn:
+    """Decorator: register ``builder`` under its function name."""
+    name = builder.__name__
+    if name in _builders:
+        raise ValueError(f"model {name!r} is registered twice ({_builders[name].__module__}, {builder.__module__})")
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in inspect.signature(builder).parameters.values()):
+        raise ValueError(f"model builder {name!r} must not take **kwargs (a misspelt option would be lost)")
+    _builders[name] = builder
+    return builder
+
+
+def list_models() -> list[str]:
+    """Every registered model name, sorted."""
+    return sorted(_builders)
+
+
+def is_model(name: str) -> bool:
+    return name in _builders
+
+
+def model_entrypoint(name: str) -> Callable[..., nn.Module]:
+    """The builder registered as ``name``; its signature lists the model's options."""
+    builder = _builders.get(name)
+    if builder is None:
+        close = difflib.get_close_matches(name, _builders, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise UnknownModelError(f"unknown model {name!r}{hint}; known models: {', '.join(list_models())}")
+    return builder
+
+
+def create_model(name: str, **kwargs: Any) -> nn.Module:
+    """Build the model registered as ``name``; ``kwargs`` go to its builder.
+
+    Keyword arguments whose value is None are dropped so that callers can pass optional CLI
+    values straight through and get the builder's defaults.
+    """
+    builder = model_entrypoint(name)
+    given = {key: value for key, value in kwargs.items() if value is not None}
+    accepted = inspect.signature(builder).parameters
+    unknown = sorted(set(given) - set(accepted))
+    if unknown:
+        raise ModelArgumentError(
+            f"model {name!r} has no option {', '.join(map(repr, unknown))}; "
+            f"its options: {', '.join(accepted) or 'none'}"
+        )
+    return builder(**given)
