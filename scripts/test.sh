@@ -3,5 +3,5 @@
 # Real-data tests read ../shared/data (or $MER_DATA) and skip cleanly when it is absent.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/bootstrap.sh dev 2> >(grep -v "^WARNING: Location" >&2)
+scripts/bootstrap.sh dev
 exec .venv/bin/python -m pytest "$@"
