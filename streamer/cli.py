@@ -20,6 +20,9 @@ from engines.errors import MerError
 COMMAND_MODULES = (
     "training.commands.synth",
     "training.commands.data",
+    "engines.commands.bench",
+    "engines.commands.export",
+    "training.commands.train",
 )
 
 log = logging.getLogger("mer")

@@ -1,0 +1,1 @@
+"""``mer`` subcommands owned by the engines package (see streamer/cli.py)."""

@@ -1,0 +1,159 @@
+"""``mer train`` and ``mer evaluate``: leave-one-subject-out training and evaluation.
+
+Both pool every fold's predictions and write the same outputs (predictions.csv,
+metrics.json, report.md, confusion.png); ``mer train`` also writes each fold's final
+weights to ``OUT/weights/<subject>.pth``, the layout ``mer evaluate --weights-dir`` reads
+(the original STSTNet release uses it too).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from engines.errors import InputError
+
+log = logging.getLogger(__name__)
+
+PROTOCOLS = ("loso",)
+
+
+def _add_data_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, help="registered model name, e.g. ststnet")
+    parser.add_argument("--dataset", required=True, help="dataset reader name, e.g. megc2019-flow")
+    parser.add_argument("--root", required=True, type=Path, help="dataset folder")
+    parser.add_argument("--sheet", type=Path, help="annotation sheet, when not the dataset's standard file in --root")
+    parser.add_argument("--protocol", default="loso", choices=PROTOCOLS, help="evaluation protocol (default: loso)")
+    parser.add_argument("--class-map", default="megc3", help="class map naming the task's classes (default: megc3)")
+    parser.add_argument("--folds", help="comma-separated held-out subjects to run (default: all)")
+
+
+def add_parser(subparsers) -> None:
+    train = subparsers.add_parser(
+        "train",
+        help="train a model with leave-one-subject-out folds",
+        description="Train a fresh model per LOSO fold and score the pooled held-out predictions.",
+    )
+    _add_data_arguments(train)
+    train.add_argument("--out", required=True, type=Path, help="output folder")
+    train.add_argument("--recipe", type=Path, help="training recipe TOML (default: configs/train/<model>.toml)")
+    train.add_argument("--epochs", type=int, help="override the recipe's number of epochs")
+    train.add_argument("--seed", type=int, help="override the recipe's seed")
+    train.add_argument("--workers", type=int, help="parallel fold processes (default: number of cores)")
+    train.set_defaults(run=run_train)
+
+    evaluate = subparsers.add_parser(
+        "evaluate",
+        help="evaluate per-fold checkpoints on their held-out subjects",
+        description="Apply WEIGHTS_DIR/<subject>.pth to each held-out subject and score the pooled predictions.",
+    )
+    _add_data_arguments(evaluate)
+    evaluate.add_argument("--weights-dir", required=True, type=Path, help="folder of <subject>.pth checkpoints")
+    evaluate.add_argument("--out", type=Path, help="also write the run outputs here")
+    evaluate.add_argument("--json", action="store_true", help="print metrics.json's object on stdout")
+    evaluate.set_defaults(run=run_evaluate)
+
+
+def _load_task(args):
+    """Samples with a label under the class map, their inputs, labels and the folds to run."""
+    from training.classmaps import CLASS_MAPS
+    from training.datasets import SPOTTING_DATASETS, load_dataset
+    from training.inputs import load_motion_images
+    from training.protocol import leave_one_subject_out
+
+    if args.dataset in SPOTTING_DATASETS:
+        raise InputError(f"{args.dataset} is a spotting sheet; training needs a recognition dataset")
+    class_map = CLASS_MAPS.get(args.class_map)
+    if class_map is None:
+        raise InputError(f"unknown class map {args.class_map!r} (known: {', '.join(CLASS_MAPS)})")
+    samples = [s for s in load_dataset(args.dataset, root=args.root, sheet=args.sheet) if class_map.name in s.labels]
+    if not samples:
+        raise InputError(f"no sample of {args.dataset} has a {class_map.name} label", path=args.root)
+    inputs = load_motion_images(samples)
+    labels = torch.tensor([class_map.index(s.labels[class_map.name]) for s in samples], dtype=torch.int64)
+    wanted = None if not args.folds else [name.strip() for name in args.folds.split(",") if name.strip()]
+    try:
+        folds = leave_one_subject_out(samples, wanted)
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+    return samples, inputs, labels, class_map, folds
+
+
+def _pooled(samples, folds, scores_by_fold, labels, class_names):
+    from training.reports import Predictions
+
+    order = [index for fold in folds for index in fold.test]
+    scores = np.concatenate(scores_by_fold) if scores_by_fold else np.empty((0, len(class_names)))
+    return Predictions([samples[i] for i in order], labels[order].numpy(), scores, class_names)
+
+
+def run_train(args) -> int:
+    from engines.checkpoints import write_state_dict
+    from training.recipes import load_recipe
+    from training.reports import write_run_outputs
+    from training.trainer import run_folds
+
+    recipe = load_recipe(args.model, args.recipe)
+    overrides = {key: value for key, value in (("epochs", args.epochs), ("seed", args.seed)) if value is not None}
+    recipe = recipe.model_copy(update=overrides)
+    if recipe.model != args.model:
+        raise InputError(f"recipe is for model {recipe.model!r}, not {args.model!r}", path=args.recipe)
+    samples, inputs, labels, class_map, folds = _load_task(args)
+    started = time.perf_counter()
+    results = run_folds(recipe, folds, inputs, labels, [s.subject for s in samples], class_map.classes, args.workers)
+    for result in results:
+        write_state_dict(result.state_dict, args.out / "weights" / f"{result.test_subject}.pth")
+    predictions = _pooled(samples, folds, [r.scores for r in results], labels, class_map.classes)
+    run_info = {
+        "model": args.model,
+        "dataset": args.dataset,
+        "protocol": args.protocol,
+        "class_map": class_map.name,
+        "folds": len(folds),
+        "recipe": recipe.model_dump(),
+        "epochs_run": {r.test_subject: r.epochs_run for r in results},
+        "seconds": round(time.perf_counter() - started, 1),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+    }
+    reports = write_run_outputs(args.out, predictions, run_info)
+    overall = reports["all"]
+    print(f"{args.model} {args.protocol} on {args.dataset}: {len(folds)} folds, UF1 {overall.uf1:.4f} UAR {overall.uar:.4f} "
+          f"acc {overall.acc:.4f} -> {args.out}")
+    return 0
+
+
+def run_evaluate(args) -> int:
+    from engines.checkpoints import load_weights, subject_weights_path
+    from engines.models import create_model
+    from training.reports import write_run_outputs
+    from training.metrics import summaries
+
+    samples, inputs, labels, class_map, folds = _load_task(args)
+    scores_by_fold = []
+    for fold in folds:
+        model = create_model(args.model, label_names=class_map.classes)
+        load_weights(model, subject_weights_path(args.weights_dir, fold.test_subject))
+        model.eval()
+        with torch.inference_mode():
+            scores_by_fold.append(torch.softmax(model(inputs[list(fold.test)]), dim=1).numpy())
+    predictions = _pooled(samples, folds, scores_by_fold, labels, class_map.classes)
+    if args.out is not None:
+        run_info = {"model": args.model, "dataset": args.dataset, "protocol": args.protocol,
+                    "weights_dir": str(args.weights_dir), "folds": len(folds)}
+        reports = write_run_outputs(args.out, predictions, run_info)
+    else:
+        reports = predictions.reports()
+    if args.json:
+        print(json.dumps(summaries(reports)))
+    else:
+        for name, report in reports.items():
+            print(f"{name:>8}: UF1 {report.uf1:.4f}  UAR {report.uar:.4f}  acc {report.acc:.4f}  ({report.samples} samples)")
+    return 0

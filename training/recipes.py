@@ -1,0 +1,44 @@
+"""Training recipes: the hyper-parameters of one model on one protocol, as a validated config.
+
+Recipes live in ``configs/train/<name>.toml``; ``mer train`` loads the recipe named after
+the model unless ``--recipe`` points at another file, and command-line flags override
+single fields (``--epochs``, ``--seed``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+
+from engines.config import ConfigModel, load_config
+
+RECIPE_DIR = Path(__file__).resolve().parents[1] / "configs" / "train"
+
+
+class TrainRecipe(ConfigModel):
+    """How one LOSO fold is trained.
+
+    Model selection is honest by construction: either a fixed number of epochs (the last
+    epoch is kept), or, with ``validation_fraction > 0``, early stopping on a split of the
+    fold's *training* subjects; the held-out subject is never looked at before the end.
+    """
+
+    model: str
+    epochs: int = Field(ge=1, le=100_000)
+    batch_size: int = Field(ge=1)
+    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
+    lr: float = Field(gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    class_weighting: Literal["none", "balanced"] = "none"
+    validation_fraction: float = Field(0.0, ge=0, lt=1)
+    patience: int = Field(50, ge=1)
+    seed: int = 0
+
+
+def load_recipe(model: str, path: str | Path | None = None) -> TrainRecipe:
+    """The recipe at ``path``, or the project's default recipe for ``model``."""
+    recipe_path = Path(path) if path is not None else RECIPE_DIR / f"{model}.toml"
+    return load_config(recipe_path, TrainRecipe)

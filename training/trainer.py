@@ -1,0 +1,190 @@
+"""The leave-one-subject-out trainer.
+
+Every fold starts from a freshly built model (``engines.models.create_model``), trains on
+the other subjects with the recipe's fixed schedule, and predicts the held-out subject
+once, at the end. With ``validation_fraction > 0`` a few *training* subjects are held
+back and the epoch with the lowest loss on them is kept (early stopping); the held-out
+subject is never used for any choice. Folds run in worker processes, one thread each,
+so a 2-core machine trains two folds at a time.
+
+Determinism: a fold's randomness (initial weights, batch order, inner split) comes from
+``(recipe.seed, subject)`` only, so a fold gives the same result whether it runs alone,
+in a pool, or in any order. On CPU torch's kernels are deterministic for these models
+(``torch.use_deterministic_algorithms`` is enabled in the workers).
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import zlib
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from engines.models import create_model
+from training.protocol import Fold, validation_subjects
+from training.recipes import TrainRecipe
+
+log = logging.getLogger(__name__)
+
+__all__ = ["FoldResult", "train_fold", "run_folds", "fold_seed"]
+
+
+@dataclass
+class FoldResult:
+    """What one fold produced: test-set scores and the final weights."""
+
+    test_subject: str
+    test_indices: tuple[int, ...]
+    scores: np.ndarray  # (n_test, n_classes) softmax probabilities
+    state_dict: dict[str, torch.Tensor]
+    epochs_run: int
+    validation_subjects: tuple[str, ...] = ()
+    best_epoch: int | None = None
+
+
+def fold_seed(seed: int, subject: str) -> int:
+    """A fold's seed depends on the run seed and the held-out subject only."""
+    return (seed * 1_000_003 + zlib.crc32(subject.encode())) % (2**31 - 1)
+
+
+def _class_weights(labels: torch.Tensor, num_classes: int, mode: str) -> torch.Tensor | None:
+    if mode == "none":
+        return None
+    counts = torch.bincount(labels, minlength=num_classes).float()
+    weights = torch.where(counts > 0, labels.numel() / (num_classes * counts.clamp(min=1)), torch.zeros_like(counts))
+    return weights
+
+
+def _optimizer(recipe: TrainRecipe, model: nn.Module) -> torch.optim.Optimizer:
+    parameters = model.parameters()
+    if recipe.optimizer == "adam":
+        return torch.optim.Adam(parameters, lr=recipe.lr, weight_decay=recipe.weight_decay)
+    if recipe.optimizer == "adamw":
+        return torch.optim.AdamW(parameters, lr=recipe.lr, weight_decay=recipe.weight_decay)
+    return torch.optim.SGD(parameters, lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay)
+
+
+def _loss(model: nn.Module, logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
+    """The model's own training loss when it defines one (e.g. Dual-ATME), else cross-entropy."""
+    own = getattr(model, "training_loss", None)
+    if own is not None:
+        return own(logits, target, weight)
+    return nn.functional.cross_entropy(logits, target, weight=weight)
+
+
+@torch.inference_mode()
+def _predict(model: nn.Module, inputs: torch.Tensor, batch_size: int) -> torch.Tensor:
+    model.eval()
+    outputs = [model(inputs[start : start + batch_size]) for start in range(0, len(inputs), batch_size)]
+    logits = torch.cat(outputs) if outputs else torch.empty(0, model.num_classes)
+    return torch.softmax(logits, dim=1)
+
+
+def train_fold(
+    recipe: TrainRecipe,
+    fold: Fold,
+    inputs: torch.Tensor,
+    labels: torch.Tensor,
+    subjects: Sequence[str],
+    class_names: Sequence[str],
+) -> FoldResult:
+    """Train a fresh model on ``fold.train`` and score ``fold.test``."""
+    seed = fold_seed(recipe.seed, fold.test_subject)
+    torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
+    num_classes = len(class_names)
+    model = create_model(recipe.model, label_names=tuple(class_names))
+    optimizer = _optimizer(recipe, model)
+
+    train_index = list(fold.train)
+    held_back: tuple[str, ...] = ()
+    if recipe.validation_fraction > 0:
+        held_back = validation_subjects([subjects[i] for i in train_index], recipe.validation_fraction, seed)
+        validation_index = [i for i in train_index if subjects[i] in held_back]
+        train_index = [i for i in train_index if subjects[i] not in held_back]
+        x_val, y_val = inputs[validation_index], labels[validation_index]
+    x_train, y_train = inputs[train_index], labels[train_index]
+    weight = _class_weights(y_train, num_classes, recipe.class_weighting)
+
+    best_loss, best_epoch, best_state, since_best = float("inf"), None, None, 0
+    epochs_run = 0
+    for epoch in range(recipe.epochs):
+        model.train()
+        order = torch.randperm(len(x_train), generator=generator)
+        for start in range(0, len(order), recipe.batch_size):
+            batch = order[start : start + recipe.batch_size]
+            optimizer.zero_grad(set_to_none=True)
+            loss = _loss(model, model(x_train[batch]), y_train[batch], weight)
+            loss.backward()
+            optimizer.step()
+        epochs_run = epoch + 1
+        if held_back:
+            model.eval()
+            with torch.inference_mode():
+                val_loss = float(nn.functional.cross_entropy(model(x_val), y_val, weight=weight))
+            if val_loss < best_loss:
+                best_loss, best_epoch, since_best = val_loss, epoch + 1, 0
+                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            else:
+                since_best += 1
+                if since_best >= recipe.patience:
+                    break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    scores = _predict(model, inputs[list(fold.test)], recipe.batch_size).numpy()
+    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    return FoldResult(fold.test_subject, fold.test, scores, state, epochs_run, held_back, best_epoch)
+
+
+# Worker-process state, set once per worker by _init_worker so the arrays travel once.
+_WORKER: dict = {}
+
+
+def _init_worker(recipe, inputs, labels, subjects, class_names) -> None:
+    torch.set_num_threads(1)
+    torch.use_deterministic_algorithms(True)
+    _WORKER.update(recipe=recipe, inputs=inputs, labels=labels, subjects=subjects, class_names=class_names)
+
+
+def _run_in_worker(fold: Fold) -> FoldResult:
+    w = _WORKER
+    return train_fold(w["recipe"], fold, w["inputs"], w["labels"], w["subjects"], w["class_names"])
+
+
+def run_folds(
+    recipe: TrainRecipe,
+    folds: Sequence[Fold],
+    inputs: torch.Tensor,
+    labels: torch.Tensor,
+    subjects: Sequence[str],
+    class_names: Sequence[str],
+    workers: int | None = None,
+    progress: bool = True,
+) -> list[FoldResult]:
+    """Train every fold, in parallel worker processes when ``workers > 1``; results in fold order."""
+    workers = min(len(folds), workers if workers is not None else (os.cpu_count() or 1))
+    results: dict[str, FoldResult] = {}
+    bar = tqdm(total=len(folds), desc=f"LOSO {recipe.model}", unit="fold", disable=not progress)
+    init_args = (recipe, inputs, labels, list(subjects), tuple(class_names))
+    if workers <= 1:
+        for fold in folds:
+            results[fold.test_subject] = train_fold(recipe, fold, inputs, labels, subjects, class_names)
+            bar.update()
+    else:
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=init_args) as pool:
+            futures = [pool.submit(_run_in_worker, fold) for fold in folds]
+            for future in as_completed(futures):
+                result = future.result()
+                results[result.test_subject] = result
+                bar.update()
+    bar.close()
+    return [results[fold.test_subject] for fold in folds]
