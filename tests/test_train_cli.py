@@ -1,0 +1,113 @@
+"""``mer train`` and ``mer evaluate`` through the real command line.
+
+Everywhere: a small composite written with the project's own writers, in which each class
+moves a different part of the flow image, so training must beat chance. With the real
+data: the original STSTNet release's 68 checkpoints give its logged UF1/UAR through
+``mer evaluate``, and the composite gives 68 LOSO folds.
+"""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from streamer.cli import main
+from training.datasets import load_dataset
+from training.datasets.sheets import write_composite_flow_images, write_composite_sheet
+from training.protocol import leave_one_subject_out
+from training.samples import Sample
+
+CLASSES = ("negative", "positive", "surprise")
+
+
+@pytest.fixture(scope="module")
+def toy_composite(tmp_path_factory):
+    root = tmp_path_factory.mktemp("composite")
+    rng = np.random.default_rng(7)
+    samples, images = [], []
+    for source, subjects in (("casme2", ["sub01", "sub02"]), ("smic", ["s01", "s02"]), ("samm", ["006", "007"])):
+        for subject in subjects:
+            for index in range(6):
+                label = CLASSES[index % 3]
+                sample = Sample("megc2019-flow", subject, f"{subject}_{index}", label, labels={"megc3": label}, source=source)
+                image = rng.integers(0, 90, (28, 28, 3)).astype(np.uint8)
+                rows = slice(9 * (index % 3), 9 * (index % 3) + 9)  # class-specific band
+                image[rows, :, :] += 150
+                samples.append(sample)
+                images.append((sample, image))
+    write_composite_sheet(root / "combined_3_class2_for_optical_flow.csv", samples)
+    write_composite_flow_images(root, images)
+    return root
+
+
+def test_train_writes_every_output_and_evaluate_reproduces_it(toy_composite, tmp_path, capsys):
+    out = tmp_path / "run"
+    code = main(["-q", "train", "--model", "ststnet", "--dataset", "megc2019-flow", "--root", str(toy_composite),
+                 "--protocol", "loso", "--out", str(out), "--epochs", "40", "--seed", "3", "--workers", "1"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "6 folds" in printed and "UF1" in printed
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert list(metrics) == ["all", "casme2", "smic", "samm"]
+    assert metrics["all"]["uf1"] > 0.6  # chance is about 0.33
+    with (out / "predictions.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 36 and {row["dataset"] for row in rows} == {"casme2", "smic", "samm"}
+    assert sorted(p.name for p in (out / "weights").iterdir()) == sorted(f"{s}.pth" for s in
+                                                                       ["sub01", "sub02", "s01", "s02", "006", "007"])
+    assert (out / "report.md").is_file() and (out / "confusion.png").is_file()
+    detail = json.loads((out / "metrics_detail.json").read_text())
+    assert detail["run"]["recipe"]["epochs"] == 40 and detail["run"]["recipe"]["seed"] == 3
+
+    # The saved per-fold weights, applied by `mer evaluate`, give the same pooled metrics.
+    assert main(["-q", "evaluate", "--model", "ststnet", "--dataset", "megc2019-flow", "--root", str(toy_composite),
+                 "--weights-dir", str(out / "weights"), "--json"]) == 0
+    evaluated = json.loads(capsys.readouterr().out)
+    for group in metrics:
+        assert evaluated[group] == pytest.approx(metrics[group], abs=1e-9)
+
+
+def test_selected_folds_and_bad_input(toy_composite, tmp_path, capsys):
+    out = tmp_path / "two"
+    assert main(["-q", "train", "--model", "ststnet", "--dataset", "megc2019-flow", "--root", str(toy_composite),
+                 "--out", str(out), "--epochs", "2", "--folds", "sub01,006", "--workers", "1"]) == 0
+    assert sorted(p.name for p in (out / "weights").iterdir()) == ["006.pth", "sub01.pth"]
+    capsys.readouterr()
+    assert main(["train", "--model", "ststnet", "--dataset", "megc2019-flow", "--root", str(toy_composite),
+                 "--out", str(out), "--folds", "nobody", "--workers", "1"]) == 2
+    assert "no samples for subject(s) nobody" in capsys.readouterr().err
+    assert main(["evaluate", "--model", "ststnet", "--dataset", "megc2019-flow", "--root", str(toy_composite),
+                 "--weights-dir", str(tmp_path / "empty")]) == 2
+    assert "no weights for subject" in capsys.readouterr().err
+    assert main(["train", "--model", "nonet", "--dataset", "megc2019-flow", "--root", str(toy_composite),
+                 "--out", str(out)]) == 2
+    assert "nonet" in capsys.readouterr().err
+
+
+@pytest.mark.realdata
+def test_release_checkpoints_through_mer_evaluate(shared_data, capsys):
+    code = main(["-q", "evaluate", "--model", "ststnet", "--dataset", "megc2019-flow",
+                 "--root", str(shared_data / "HTNet"), "--protocol", "loso",
+                 "--weights-dir", str(shared_data / "STSTNet" / "STSTNet_Weights"), "--json"])
+    assert code == 0
+    metrics = json.loads(capsys.readouterr().out)
+    assert round(metrics["all"]["uf1"], 4) == 0.7209
+    assert round(metrics["all"]["uar"], 4) == 0.7250
+    assert set(metrics) == {"all", "casme2", "smic", "samm"}
+
+
+@pytest.mark.realdata
+def test_composite_has_68_deterministic_loso_folds(shared_data):
+    samples = load_dataset("megc2019-flow", root=shared_data / "HTNet")
+    folds = leave_one_subject_out(samples)
+    assert len(folds) == 68
+    assert sum(len(fold.test) for fold in folds) == 442
+    by_source = {}
+    for fold in folds:
+        by_source.setdefault(samples[fold.test[0]].source, set()).add(fold.test_subject)
+    assert {k: len(v) for k, v in by_source.items()} == {"casme2": 24, "smic": 16, "samm": 28}
+    # Fold order depends on the subjects only, not on the order the samples come in.
+    reordered = leave_one_subject_out(list(reversed(samples)))
+    assert [f.test_subject for f in reordered] == [f.test_subject for f in folds]
+    assert folds[0].test_subject == "006" and folds[-1].test_subject == "sub26"
