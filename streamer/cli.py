@@ -21,7 +21,6 @@ COMMAND_MODULES = (
     "training.commands.synth",
     "training.commands.data",
     "engines.commands.bench",
-    "engines.commands.export",
     "training.commands.train",
 )
 
