@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "training.commands.synth",
     "training.commands.data",
     "engines.commands.bench",
+    "engines.commands.export",
     "training.commands.train",
 )
 
