@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 
 from engines.errors import MerError
@@ -56,6 +57,10 @@ def main(argv: list[str] | None = None) -> int:
         # Expected failures (bad input, bad config): one line, non-zero exit.
         print(f"mer {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # The reader of our output went away (e.g. `mer ... | head`): not an error of ours.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt:
         print(f"mer {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -63,6 +63,23 @@ def test_inspect_spotting_sheet_json_counts_kinds(tmp_path, capsys):
     assert json.loads(capsys.readouterr().out) == {"samples": 3, "subjects": 2, "emotions": {}, "kinds": {"micro": 2, "macro": 1}}
 
 
+def test_inspect_list_prints_every_sample_and_each_subject(tmp_path, capsys):
+    root = casme2_fixture(tmp_path)
+    assert run_data(["data", "inspect", "--dataset", "casme2", "--root", str(root), "--list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    table = lines[lines.index("subject\tid\tonset\tapex\toffset\temotion\tclasses") + 1:]
+    assert table[0] == "sub01\tEP02_01f\t1\t2\t3\thappiness\tcasme2-5=happiness,megc3=positive"
+    assert table[1] == "sub01\tEP19_05f\t1\t-\t3\tdisgust\tcasme2-5=disgust,megc3=negative"
+    assert table[3] == "sub03\tEP01_01\t1\t2\t3\tothers\tcasme2-5=others"
+    assert table[4] == "per subject: sub01 2, sub02 1, sub03 1"
+
+
+def test_inspect_list_of_spotting_intervals(tmp_path, capsys):
+    write_samm_lv_sheet(tmp_path / "lv.csv", [Interval("samm-lv", "006", "006_1", 10, None, 30, "micro", expression_id="006_1_2")])
+    assert run_data(["data", "inspect", "--dataset", "samm-lv", "--sheet", str(tmp_path / "lv.csv"), "--list"]) == 0
+    assert "006\t006_1/006_1_2\t10\t-\t30\t-\tmicro" in capsys.readouterr().out.splitlines()
+
+
 def test_full_cli_reports_a_missing_sheet_as_one_line_and_exit_2(tmp_path, capsys):
     pytest.importorskip("training.commands.synth", reason="streamer.cli also loads training.commands.synth (not yet present)")
     from streamer.cli import main

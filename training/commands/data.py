@@ -26,6 +26,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     inspect.add_argument("--root", type=Path, help="the dataset folder (frames; the standard sheet inside it)")
     inspect.add_argument("--sheet", type=Path, help="the annotation sheet (default: the standard name in --root)")
     inspect.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    inspect.add_argument(
+        "--list", action="store_true", help="also print one line per sample (interval) and the count per subject"
+    )
     inspect.set_defaults(run=run_inspect)
 
 
@@ -36,6 +39,8 @@ def run_inspect(args: argparse.Namespace) -> int:
         print(json.dumps(summary, sort_keys=False))
     else:
         print(format_summary(args.dataset, summary, records))
+        if args.list:
+            print("\n".join(format_records(records)))
     return 0
 
 
@@ -76,6 +81,22 @@ def format_summary(dataset: str, summary: dict[str, object], records: list[Sampl
         with_frames = sum(1 for record in records if record.frames)
         lines.append(f"  frames on disk: {with_frames} of {len(records)} samples")
     return "\n".join(lines)
+
+
+def format_records(records: list[Sample] | list[Interval]) -> list[str]:
+    """One tab-separated line per record, then the number of records of each subject."""
+    lines = ["subject\tid\tonset\tapex\toffset\temotion\tclasses"]
+    for record in records:
+        if isinstance(record, Interval):
+            name = f"{record.video}/{record.expression_id}" if record.expression_id else record.video
+            classes = record.kind
+        else:
+            name, classes = record.sample_id, ",".join(f"{k}={v}" for k, v in sorted(record.labels.items()))
+        frames = ["-" if value is None else str(value) for value in (record.onset, record.apex, record.offset)]
+        lines.append("\t".join([record.subject, name, *frames, record.emotion or "-", classes or "-"]))
+    per_subject = Counter(record.subject for record in records)
+    lines.append("per subject: " + ", ".join(f"{subject} {count}" for subject, count in sorted(per_subject.items())))
+    return lines
 
 
 def _megc3_counts(samples: list[Sample]) -> dict[str, int]:
