@@ -6,6 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
+from training.synthetic.action_units import EMOTION_AUS
 from training.synthetic.clips import ClipStreams, long_clip
 from training.synthetic.distractors import DistractorPlan
 from training.synthetic.events import Event, Timing
@@ -34,28 +35,47 @@ def _field_magnitude(renderer, index):
     return magnitude
 
 
+def _tvl1_flow(a, b):
+    return cv2.optflow.DualTVL1OpticalFlow_create().calc(_gray(a), _gray(b), None)
+
+
 def _tvl1(a, b):
-    flow = cv2.optflow.DualTVL1OpticalFlow_create().calc(_gray(a), _gray(b), None)
+    flow = _tvl1_flow(a, b)
     return np.hypot(flow[..., 0], flow[..., 1])
+
+
+def _field(renderer, index):
+    """The known forward displacement field (H, W, 2) on the whole frame."""
+    field = np.zeros((*renderer.identity.image.shape[:2], 2), dtype=np.float32)
+    r = renderer.region
+    field[r.y0:r.y1, r.x0:r.x1] = renderer.displacement(index)
+    return field
 
 
 @pytest.mark.parametrize("subject", [0, 1])
 @pytest.mark.parametrize(
     "emotion, action_units",
-    [("happiness", ("AU6", "AU12")), ("surprise", ("AU1", "AU2", "AU5", "AU26")), ("repression", ("AU15", "AU17"))],
+    [(emotion, combination) for emotion, combinations in EMOTION_AUS.items() for combination in combinations],
 )
 def test_flow_onset_to_apex_is_inside_the_action_units_with_the_requested_amplitude(identities, subject, emotion, action_units):
     amplitude = 2.5
     event = Event(Timing(2, 8, 14, 200.0), amplitude, action_units, emotion, "micro")
     renderer = Renderer(identities[subject], [event], DistractorPlan(fps=200.0), noise_seed=1)
     onset, apex = renderer.frame(2), renderer.frame(8)
-    flow = _tvl1(onset, apex)
+    flow_vectors = _tvl1_flow(onset, apex)
+    flow = np.hypot(flow_vectors[..., 0], flow_vectors[..., 1])
+    truth_field = _field(renderer, 8)
     truth = _field_magnitude(renderer, 8)
     assert truth.max() == pytest.approx(amplitude, rel=1e-4)
     inside = truth > 0.5 * amplitude
     outside = truth == 0
     assert flow[inside].mean() > 20 * flow[outside].mean()
-    assert np.percentile(flow[inside], 99) == pytest.approx(amplitude, rel=0.2)
+    # Measured motion = scale x rendered motion (least squares over the AU support). The rendered
+    # peak is the requested amplitude, so the measured magnitude is scale x amplitude. (A peak
+    # statistic of the flow would under-read: TV-L1's regularisation flattens sharp maxima.)
+    scale = float((flow_vectors[inside] * truth_field[inside]).sum() / (truth_field[inside] ** 2).sum())
+    assert scale == pytest.approx(1.0, abs=0.2)
+    assert np.percentile(flow[inside], 99) == pytest.approx(amplitude, rel=0.25)
     # Distractors off: nothing outside the support moves at all, and flow there is ~0.
     neutral = np.rint(renderer.identity.image).astype(np.uint8)
     assert np.array_equal(apex[outside], neutral[outside])
