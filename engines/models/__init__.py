@@ -4,6 +4,7 @@ Every model module is imported here explicitly, so ``list_models()`` always know
 (a registry that only sees the modules someone happened to import would miss models).
 """
 
+from engines.models import dual_atme  # noqa: F401  (registers "dual_atme")
 from engines.models import ststnet  # noqa: F401  (registers "ststnet")
 from engines.models.registry import (
     ModelArgumentError,
