@@ -11,15 +11,16 @@ annotations and constraints into precise messages.
 
 from __future__ import annotations
 
+import json
 import tomllib
 from pathlib import Path
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from engines.errors import ConfigError
+from engines.errors import ConfigError, InputError
 
-__all__ = ["ConfigModel", "load_config", "parse_config"]
+__all__ = ["ConfigModel", "json_object_option", "load_config", "parse_config"]
 
 
 class ConfigModel(BaseModel):
@@ -65,3 +66,16 @@ def load_config(path: str | Path, schema: type[M]) -> M:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
     return parse_config(data, schema, source=str(path))
+
+
+def json_object_option(text: str | None, option: str) -> dict[str, Any] | None:
+    """A command-line option whose value is a JSON object (e.g. ``--model-args '{"flip_prob": 0.5}'``)."""
+    if text is None:
+        return None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{option} is not JSON: {exc.msg}", column=option) from None
+    if not isinstance(value, dict):
+        raise InputError(f"{option} must be a JSON object", column=option)
+    return value

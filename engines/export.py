@@ -393,7 +393,9 @@ def export_checkpoint(
             "cannot tell which model these weights are for: pass --model NAME "
             f"(known: {', '.join(list_models())}), or export from a mer train run folder", path=checkpoint)
     labels = tuple(label_names) if label_names else record.class_names
-    model_args = dict(model_args or {})
+    # Options the run trained the model with (recipe.model_options), unless given explicitly.
+    recorded = record.run.get("recipe", {}).get("model_options") if isinstance(record.run.get("recipe"), dict) else None
+    model_args = {**(recorded or {}), **(model_args or {})}
     model = create_model(model_name, **{**model_args, **({"label_names": labels} if labels else {})})
     load_weights(model, checkpoint)
     training = None

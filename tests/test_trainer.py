@@ -97,3 +97,22 @@ def test_run_outputs(tmp_path):
 def test_default_recipe_is_the_release_schedule():
     recipe = load_recipe("ststnet")
     assert (recipe.epochs, recipe.batch_size, recipe.lr, recipe.optimizer) == (800, 256, 5e-5, "adam")
+
+
+def test_recipe_model_options_schedule_and_betas_reach_the_fold():
+    samples, inputs, labels = _task(subjects=3, per_subject=6)
+    fold = leave_one_subject_out(samples)[0]
+    subjects = [s.subject for s in samples]
+    base = RECIPE.model_copy(update={"epochs": 3})
+    plain = train_fold(base, fold, inputs, labels, subjects, CLASSES)
+    variants = {
+        "model_options": {"drop_rate": 0.0},
+        "lr_schedule": "cosine",
+        "betas": (0.5, 0.999),
+    }
+    for field, value in variants.items():
+        changed = train_fold(base.model_copy(update={field: value}), fold, inputs, labels, subjects, CLASSES)
+        assert not np.allclose(changed.scores, plain.scores), field
+    with pytest.raises(Exception, match="has no option 'dropout'"):
+        train_fold(base.model_copy(update={"model_options": {"dropout": 0.1}}), fold, inputs, labels, subjects, CLASSES)
+

@@ -30,12 +30,17 @@ class TrainRecipe(ConfigModel):
     batch_size: int = Field(ge=1)
     optimizer: Literal["adam", "adamw", "sgd"] = "adam"
     lr: float = Field(gt=0)
+    lr_schedule: Literal["constant", "cosine"] = "constant"
+    betas: tuple[float, float] = (0.9, 0.999)
     weight_decay: float = Field(0.0, ge=0)
     momentum: float = Field(0.9, ge=0, lt=1)
     class_weighting: Literal["none", "balanced"] = "none"
     validation_fraction: float = Field(0.0, ge=0, lt=1)
     patience: int = Field(50, ge=1)
     seed: int = 0
+    # Options for the model's builder (e.g. Dual-ATME's flip_prob). They are recorded with
+    # the run, and ``mer evaluate`` / ``mer export`` rebuild the model with the same ones.
+    model_options: dict[str, int | float | str | bool] = Field(default_factory=dict)
 
 
 def load_recipe(model: str, path: str | Path | None = None) -> TrainRecipe:

@@ -66,9 +66,9 @@ def _class_weights(labels: torch.Tensor, num_classes: int, mode: str) -> torch.T
 def _optimizer(recipe: TrainRecipe, model: nn.Module) -> torch.optim.Optimizer:
     parameters = model.parameters()
     if recipe.optimizer == "adam":
-        return torch.optim.Adam(parameters, lr=recipe.lr, weight_decay=recipe.weight_decay)
+        return torch.optim.Adam(parameters, lr=recipe.lr, betas=recipe.betas, weight_decay=recipe.weight_decay)
     if recipe.optimizer == "adamw":
-        return torch.optim.AdamW(parameters, lr=recipe.lr, weight_decay=recipe.weight_decay)
+        return torch.optim.AdamW(parameters, lr=recipe.lr, betas=recipe.betas, weight_decay=recipe.weight_decay)
     return torch.optim.SGD(parameters, lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay)
 
 
@@ -101,8 +101,13 @@ def train_fold(
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     num_classes = len(class_names)
-    model = create_model(recipe.model, label_names=tuple(class_names))
+    model = create_model(recipe.model, label_names=tuple(class_names), **recipe.model_options)
     optimizer = _optimizer(recipe, model)
+    scheduler = (
+        torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=recipe.epochs)
+        if recipe.lr_schedule == "cosine"
+        else None
+    )
 
     train_index = list(fold.train)
     held_back: tuple[str, ...] = ()
@@ -125,6 +130,8 @@ def train_fold(
             loss = _loss(model, model(x_train[batch]), y_train[batch], weight)
             loss.backward()
             optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
         epochs_run = epoch + 1
         if held_back:
             model.eval()

@@ -6,9 +6,9 @@ The format choices and their help come from ``engines.export.FORMATS``. The mode
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
+from engines.config import json_object_option
 from engines.errors import InputError
 
 
@@ -40,18 +40,6 @@ def add_parser(subparsers) -> None:
     parser.set_defaults(run=run_export)
 
 
-def _json_object(text: str | None, option: str) -> dict | None:
-    if text is None:
-        return None
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise InputError(f"{option} is not JSON: {exc.msg}", column=option) from None
-    if not isinstance(value, dict):
-        raise InputError(f"{option} must be a JSON object", column=option)
-    return value
-
-
 def run_export(args) -> int:
     from engines.export import FORMATS, export_checkpoint
 
@@ -70,8 +58,8 @@ def run_export(args) -> int:
         version=args.version,
         opset=args.opset,
         flow_method=args.flow_method,
-        flow_params=_json_object(args.flow_params, "--flow-params"),
-        model_args=_json_object(args.model_args, "--model-args"),
+        flow_params=json_object_option(args.flow_params, "--flow-params"),
+        model_args=json_object_option(args.model_args, "--model-args"),
         half=args.half,
         max_batch=args.max_batch,
         overwrite=args.force,

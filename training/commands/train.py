@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from engines.config import json_object_option
 from engines.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -57,6 +58,11 @@ def add_parser(subparsers) -> None:
     _add_data_arguments(evaluate)
     evaluate.add_argument("--weights-dir", required=True, type=Path, help="folder of <subject>.pth checkpoints")
     evaluate.add_argument("--out", type=Path, help="also write the run outputs here")
+    evaluate.add_argument(
+        "--model-args",
+        help="builder options the checkpoints were trained with, as a JSON object "
+        "(default: the recipe's model_options recorded beside the weights by mer train)",
+    )
     evaluate.add_argument("--json", action="store_true", help="print metrics.json's object on stdout")
     evaluate.set_defaults(run=run_evaluate)
 
@@ -130,6 +136,18 @@ def run_train(args) -> int:
     return 0
 
 
+def _recorded_model_options(weights_dir: Path) -> dict:
+    """``recipe.model_options`` of the mer train run that wrote ``weights_dir`` ({} if none is recorded)."""
+    detail = weights_dir.parent / "metrics_detail.json"
+    if not detail.is_file():
+        return {}
+    try:
+        recipe = json.loads(detail.read_text()).get("run", {}).get("recipe", {})
+    except (json.JSONDecodeError, AttributeError):
+        raise InputError("cannot read the run record", path=detail) from None
+    return dict(recipe.get("model_options") or {})
+
+
 def run_evaluate(args) -> int:
     from engines.checkpoints import load_weights, subject_weights_path
     from engines.models import create_model
@@ -137,9 +155,12 @@ def run_evaluate(args) -> int:
     from training.metrics import summaries
 
     samples, inputs, labels, class_map, folds = _load_task(args)
+    model_options = json_object_option(args.model_args, "--model-args")
+    if model_options is None:
+        model_options = _recorded_model_options(args.weights_dir)
     scores_by_fold = []
     for fold in folds:
-        model = create_model(args.model, label_names=class_map.classes)
+        model = create_model(args.model, label_names=class_map.classes, **model_options)
         load_weights(model, subject_weights_path(args.weights_dir, fold.test_subject))
         model.eval()
         with torch.inference_mode():
