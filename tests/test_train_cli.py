@@ -85,6 +85,32 @@ def test_selected_folds_and_bad_input(toy_composite, tmp_path, capsys):
     assert "nonet" in capsys.readouterr().err
 
 
+def test_an_interrupted_run_resumes_to_the_uninterrupted_result(toy_composite, tmp_path, capsys):
+    common = ["-q", "train", "--model", "ststnet", "--dataset", "megc2019-flow", "--root", str(toy_composite),
+              "--epochs", "3", "--seed", "5", "--workers", "1"]
+    assert main([*common, "--out", str(tmp_path / "whole")]) == 0
+    # A run that finished only two folds (as if stopped there), then resumed for all of them.
+    partial = tmp_path / "partial"
+    assert main([*common, "--out", str(partial), "--folds", "sub01,006"]) == 0
+    kept = {name: (partial / "folds" / f"{name}.json").stat().st_mtime_ns for name in ("sub01", "006")}
+    capsys.readouterr()
+    assert main([*common, "--out", str(partial)]) == 2
+    assert "pass --resume" in capsys.readouterr().err
+    assert main([*common, "--out", str(partial), "--resume"]) == 0
+    assert {name: (partial / "folds" / f"{name}.json").stat().st_mtime_ns for name in kept} == kept
+    detail = json.loads((partial / "metrics_detail.json").read_text())
+    assert detail["run"]["resumed_folds"] == 2 and detail["run"]["folds"] == 6
+    whole = json.loads((tmp_path / "whole" / "metrics.json").read_text())
+    resumed = json.loads((partial / "metrics.json").read_text())
+    assert list(resumed) == list(whole)
+    for group in whole:
+        assert resumed[group] == pytest.approx(whole[group], abs=1e-12)
+    # A different recipe must not reuse those folds.
+    capsys.readouterr()
+    assert main([*common[:-4], "--epochs", "4", "--seed", "5", "--workers", "1", "--out", str(partial), "--resume"]) == 2
+    assert "differs in recipe" in capsys.readouterr().err
+
+
 @pytest.mark.realdata
 def test_release_checkpoints_through_mer_evaluate(shared_data, capsys):
     code = main(["-q", "evaluate", "--model", "ststnet", "--dataset", "megc2019-flow",

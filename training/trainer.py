@@ -19,7 +19,7 @@ import logging
 import multiprocessing
 import os
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 
@@ -175,23 +175,33 @@ def run_folds(
     class_names: Sequence[str],
     workers: int | None = None,
     progress: bool = True,
+    on_result: Callable[[FoldResult], None] | None = None,
 ) -> list[FoldResult]:
-    """Train every fold, in parallel worker processes when ``workers > 1``; results in fold order."""
+    """Train every fold, in parallel worker processes when ``workers > 1``; results in fold order.
+
+    ``on_result`` is called in this process with each fold's result as soon as it is done
+    (``mer train`` saves it there, so an interrupted run keeps its finished folds).
+    """
     workers = min(len(folds), workers if workers is not None else (os.cpu_count() or 1))
+    if not folds:
+        return []
     results: dict[str, FoldResult] = {}
     bar = tqdm(total=len(folds), desc=f"LOSO {recipe.model}", unit="fold", disable=not progress)
     init_args = (recipe, inputs, labels, list(subjects), tuple(class_names))
+    def finished(result: FoldResult) -> None:
+        results[result.test_subject] = result
+        if on_result is not None:
+            on_result(result)
+        bar.update()
+
     if workers <= 1:
         for fold in folds:
-            results[fold.test_subject] = train_fold(recipe, fold, inputs, labels, subjects, class_names)
-            bar.update()
+            finished(train_fold(recipe, fold, inputs, labels, subjects, class_names))
     else:
         context = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=init_args) as pool:
             futures = [pool.submit(_run_in_worker, fold) for fold in folds]
             for future in as_completed(futures):
-                result = future.result()
-                results[result.test_subject] = result
-                bar.update()
+                finished(future.result())
     bar.close()
     return [results[fold.test_subject] for fold in folds]

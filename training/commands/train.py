@@ -48,6 +48,7 @@ def add_parser(subparsers) -> None:
     train.add_argument("--epochs", type=int, help="override the recipe's number of epochs")
     train.add_argument("--seed", type=int, help="override the recipe's seed")
     train.add_argument("--workers", type=int, help="parallel fold processes (default: number of cores)")
+    train.add_argument("--resume", action="store_true", help="reuse the folds an interrupted run in --out already finished")
     train.set_defaults(run=run_train)
 
     evaluate = subparsers.add_parser(
@@ -101,7 +102,7 @@ def _pooled(samples, folds, scores_by_fold, labels, class_names):
 
 
 def run_train(args) -> int:
-    from engines.checkpoints import write_state_dict
+    from training.fold_store import FoldStore
     from training.recipes import load_recipe
     from training.reports import write_run_outputs
     from training.trainer import run_folds
@@ -112,10 +113,23 @@ def run_train(args) -> int:
     if recipe.model != args.model:
         raise InputError(f"recipe is for model {recipe.model!r}, not {args.model!r}", path=args.recipe)
     samples, inputs, labels, class_map, folds = _load_task(args)
+    keys = [sample.key for sample in samples]
+    store = FoldStore(args.out, {
+        "model": args.model, "dataset": args.dataset, "protocol": args.protocol, "class_map": class_map.name,
+        "recipe": recipe.model_dump(), "samples": keys,
+    })
+    done = store.open(args.resume)
+    fold_keys = {fold.test_subject: [keys[i] for i in fold.test] for fold in folds}
+    resumed = {fold.test_subject: FoldStore.result_from_record(done[fold.test_subject], fold.test, fold_keys[fold.test_subject])
+               for fold in folds if fold.test_subject in done}
+    if resumed:
+        log.info("resuming: %d of %d folds already finished in %s", len(resumed), len(folds), args.out)
     started = time.perf_counter()
-    results = run_folds(recipe, folds, inputs, labels, [s.subject for s in samples], class_map.classes, args.workers)
-    for result in results:
-        write_state_dict(result.state_dict, args.out / "weights" / f"{result.test_subject}.pth")
+    fresh = run_folds(recipe, [f for f in folds if f.test_subject not in resumed], inputs, labels,
+                      [s.subject for s in samples], class_map.classes, args.workers,
+                      on_result=lambda result: store.save(result, fold_keys[result.test_subject]))
+    by_subject = {**resumed, **{result.test_subject: result for result in fresh}}
+    results = [by_subject[fold.test_subject] for fold in folds]
     predictions = _pooled(samples, folds, [r.scores for r in results], labels, class_map.classes)
     run_info = {
         "model": args.model,
@@ -123,6 +137,7 @@ def run_train(args) -> int:
         "protocol": args.protocol,
         "class_map": class_map.name,
         "folds": len(folds),
+        "resumed_folds": len(resumed),
         "recipe": recipe.model_dump(),
         "epochs_run": {r.test_subject: r.epochs_run for r in results},
         "seconds": round(time.perf_counter() - started, 1),
