@@ -24,6 +24,7 @@ COMMAND_MODULES = (
     "engines.commands.bench",
     "engines.commands.export",
     "training.commands.train",
+    "training.commands.spot",
 )
 
 log = logging.getLogger("mer")
