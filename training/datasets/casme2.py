@@ -47,10 +47,7 @@ def read(root: Path | None, sheet: Path) -> list[Sample]:
     for record in header_records(sheet, required, optional=("Objective Classes",)):
         subject = subject_id(record.required("Subject"))
         sample_id = record.required("Filename")
-        onset = record.required_frame("OnsetFrame")
-        apex = record.frame("ApexFrame", missing=MISSING_APEX)
-        offset = record.required_frame("OffsetFrame")
-        record.check_order(onset, apex, offset, FRAME_COLUMNS)
+        onset, apex, offset = record.onset_apex_offset(FRAME_COLUMNS, missing_apex=MISSING_APEX)
         emotion = record.emotion("Estimated Emotion", NAME)
         objective = record.text("Objective Classes")
         samples.append(Sample(

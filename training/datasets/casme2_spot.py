@@ -35,10 +35,9 @@ def read(root: Path | None, sheet: Path) -> list[Interval]:
         subject, _, video = record.required("video path").partition("/")
         if not video:
             raise record.error("expected <subject>/<video>, e.g. 's15/15_0401girlcrashing'", "video path")
-        onset = record.required_frame("onset")
-        apex = record.frame("apex", missing=MISSING_FRAME)
-        offset = record.frame("offset", missing=MISSING_FRAME)
-        record.check_order(onset, apex, offset, ("onset", "apex", "offset"))
+        onset, apex, offset = record.onset_apex_offset(
+            ("onset", "apex", "offset"), missing_apex=MISSING_FRAME, missing_offset=MISSING_FRAME
+        )
         kind = KINDS.get(record.text("type").lower())
         if kind is None:
             raise record.error(f"type {record.text('type')!r} is neither {' nor '.join(KINDS)}", "type")

@@ -42,10 +42,7 @@ def read(root: Path | None, sheet: Path) -> list[Sample]:
     for record in header_records(sheet, required, optional=("Objective class", *LABEL_COLUMNS)):
         subject = record.required("Subject")
         clip = record.required("Filename")
-        onset = record.required_frame("Onset")
-        apex = record.required_frame("Apex")
-        offset = record.required_frame("Offset")
-        record.check_order(onset, apex, offset, FRAME_COLUMNS)
+        onset, apex, offset = record.onset_apex_offset(FRAME_COLUMNS)
         emotion = record.emotion("emotion", NAME)
         labels = labels_for(NAME, emotion)
         _check_label_columns(record, labels)

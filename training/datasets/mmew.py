@@ -39,10 +39,7 @@ def read(root: Path | None, sheet: Path) -> list[Sample]:
     for record in header_records(sheet, required, optional=("remarks",)):
         subject = record.required("Subject")
         sample_id = record.required("Filename")
-        onset = record.required_frame("OnsetFrame")
-        apex = record.required_frame("ApexFrame")
-        offset = record.required_frame("OffsetFrame")
-        record.check_order(onset, apex, offset, FRAME_COLUMNS)
+        onset, apex, offset = record.onset_apex_offset(FRAME_COLUMNS)
         emotion = record.emotion("Estimated Emotion", NAME)
         folder = None if root is None else micro_root(root) / emotion / sample_id
         samples.append(Sample(

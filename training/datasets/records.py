@@ -65,6 +65,22 @@ class Record:
             return ()
         return tuple(part.strip() for part in text.split("+") if part.strip())
 
+    def onset_apex_offset(
+        self,
+        columns: Sequence[str],
+        *,
+        missing_apex: Sequence[str] | None = None,
+        missing_offset: Sequence[str] | None = None,
+    ) -> tuple[int, int | None, int | None]:
+        """The three frame columns, checked for order. The onset is required; the apex and the
+        offset are too unless ``missing_apex`` / ``missing_offset`` name the texts meaning 'none'."""
+        onset_column, apex_column, offset_column = columns
+        onset = self.required_frame(onset_column)
+        apex = self.required_frame(apex_column) if missing_apex is None else self.frame(apex_column, missing_apex)
+        offset = self.required_frame(offset_column) if missing_offset is None else self.frame(offset_column, missing_offset)
+        self.check_order(onset, apex, offset, columns)
+        return onset, apex, offset
+
     def check_order(self, onset: int, apex: int | None, offset: int | None, columns: Sequence[str]) -> None:
         """Reject onset > offset; only log an apex outside onset..offset (real sheets have a few)."""
         onset_column, apex_column, offset_column = columns

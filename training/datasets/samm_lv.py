@@ -29,10 +29,9 @@ def read(root: Path | None, sheet: Path) -> list[Interval]:
         video, separator, _ = expression.rpartition("_")
         if not separator:
             raise record.error("expected <subject>_<inducement>_<n>, e.g. '006_1_2'", "Filename")
-        onset = record.required_frame("Onset")
-        apex = record.frame("Apex", missing=MISSING_FRAME)
-        offset = record.frame("Offset", missing=MISSING_FRAME)
-        record.check_order(onset, apex, offset, ("Onset", "Apex", "Offset"))
+        onset, apex, offset = record.onset_apex_offset(
+            ("Onset", "Apex", "Offset"), missing_apex=MISSING_FRAME, missing_offset=MISSING_FRAME
+        )
         kind = KINDS.get(record.text("Type").lower())
         if kind is None:
             raise record.error(f"type {record.text('Type')!r} is neither 'Macro' nor 'Micro - 1/2'", "Type")
