@@ -8,6 +8,7 @@ cd "$(dirname "$0")/.."
 out="${1:-runs/demo}"
 scripts/bootstrap.sh
 mer=.venv/bin/mer
+rm -rf "$out/clips" "$out/long"   # the demo's own outputs from an earlier run
 
 echo "== 1. synthetic micro-expression clips in the CASME II layout (200 fps, 224x224)"
 "$mer" synth clips --out "$out/clips" --subjects 4 --per-class 2 --fps 200 --size 224 --seed 0
