@@ -38,9 +38,7 @@ def read(root: Path | None, sheet: Path) -> list[Interval]:
         onset, apex, offset = record.onset_apex_offset(
             ("onset", "apex", "offset"), missing_apex=MISSING_FRAME, missing_offset=MISSING_FRAME
         )
-        kind = KINDS.get(record.text("type").lower())
-        if kind is None:
-            raise record.error(f"type {record.text('type')!r} is neither {' nor '.join(KINDS)}", "type")
+        kind = record.expression_kind("type", KINDS)
         intervals.append(Interval(
             dataset=NAME,
             subject=subject,

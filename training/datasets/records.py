@@ -81,6 +81,14 @@ class Record:
         self.check_order(onset, apex, offset, columns)
         return onset, apex, offset
 
+    def expression_kind(self, column: str, kinds: dict[str, str]) -> str:
+        """'micro' or 'macro' from a sheet's type cell (matched case-insensitively against ``kinds``)."""
+        written = self.text(column)
+        kind = kinds.get(written.lower())
+        if kind is None:
+            raise self.error(f"type {written!r} is neither {' nor '.join(map(repr, kinds))}", column)
+        return kind
+
     def check_order(self, onset: int, apex: int | None, offset: int | None, columns: Sequence[str]) -> None:
         """Reject onset > offset; only log an apex outside onset..offset (real sheets have a few)."""
         onset_column, apex_column, offset_column = columns

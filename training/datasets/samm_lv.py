@@ -32,9 +32,7 @@ def read(root: Path | None, sheet: Path) -> list[Interval]:
         onset, apex, offset = record.onset_apex_offset(
             ("Onset", "Apex", "Offset"), missing_apex=MISSING_FRAME, missing_offset=MISSING_FRAME
         )
-        kind = KINDS.get(record.text("Type").lower())
-        if kind is None:
-            raise record.error(f"type {record.text('Type')!r} is neither 'Macro' nor 'Micro - 1/2'", "Type")
+        kind = record.expression_kind("Type", KINDS)
         intervals.append(Interval(
             dataset=NAME,
             subject=record.required("Subject").zfill(3),
