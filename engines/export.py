@@ -250,6 +250,7 @@ def export_model(
     opset: int = DEFAULT_OPSET,
     flow_method: str | None = None,
     flow_params: Mapping[str, Any] | None = None,
+    flow_size: Sequence[int] | None = None,
     training: Mapping[str, Any] | None = None,
     metrics: Mapping[str, Any] | None = None,
     source: Mapping[str, Any] | None = None,
@@ -280,7 +281,7 @@ def export_model(
     _prepare_out_dir(out_dir, overwrite)
     digest = weights_digest(model.state_dict())
     version = version or digest[:12]
-    signature = preprocessing_signature(cfg, flow_method, flow_params)
+    signature = preprocessing_signature(cfg, flow_method, flow_params, flow_size)
     channels, height, width = cfg.input_size
     manifest: dict[str, Any] = {
         "schema": SCHEMA,

@@ -17,7 +17,7 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -69,14 +69,21 @@ def _as_json(value: Any) -> Any:
     return json.loads(json.dumps(value, allow_nan=False))
 
 
-def preprocessing_signature(cfg, flow_method: str | None = None, flow_params: Mapping[str, Any] | None = None) -> dict:
+def preprocessing_signature(
+    cfg,
+    flow_method: str | None = None,
+    flow_params: Mapping[str, Any] | None = None,
+    flow_size: Sequence[int] | None = None,
+) -> dict:
     """How the model's input is made, field by field, from a model cfg (``ModelCfg``).
 
     The cfg's input contract gives size, channels, order, range and normalisation; the motion
     step is named explicitly (``flow_method`` and its ``flow_params``) so that the streaming
     path can reproduce it and :func:`preprocessing_differences` can name a mismatch. When not
     given, they come from the cfg's ``flow``/``flow_params`` attributes if it has them, else
-    ``"tvl1"`` with the TV-L1 solver's default parameters.
+    ``"tvl1"`` with the TV-L1 solver's default parameters. ``flow_size`` (height, width) is
+    the face-crop resolution the flow is computed at; ``None`` means "the crop as given"
+    (the composite's flows were computed before this project, at a size it cannot know).
     """
     method = flow_method or getattr(cfg, "flow", None) or "tvl1"
     params = dict(flow_params if flow_params is not None else (getattr(cfg, "flow_params", None) or {}))
@@ -88,6 +95,7 @@ def preprocessing_signature(cfg, flow_method: str | None = None, flow_params: Ma
             "motion": cfg.motion,
             "flow_method": method,
             "flow_params": params,
+            "flow_size": None if flow_size is None else [int(v) for v in flow_size],
             "size": [height, width],
             "layout": "NCHW",
             "dtype": "float32",

@@ -25,6 +25,9 @@ COMMAND_MODULES = (
     "engines.commands.export",
     "training.commands.train",
     "training.commands.spot",
+    "streamer.commands.stream",
+    "streamer.commands.analyze",
+    "streamer.commands.subscribe",
 )
 
 log = logging.getLogger("mer")

@@ -9,11 +9,13 @@ from pathlib import Path
 import pytest
 
 from engines.config import load_config
+from streamer.spotting.params import SpotParams
+from streamer.stream_config import StreamConfig
 from training.recipes import TrainRecipe
 from training.synthetic.settings import SynthSettings
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
-SCHEMAS = {"train": TrainRecipe, "synth": SynthSettings}
+SCHEMAS = {"train": TrainRecipe, "synth": SynthSettings, "stream": StreamConfig, "spot": SpotParams}
 FILES = sorted(CONFIG_DIR.rglob("*.toml"))
 
 
@@ -26,4 +28,5 @@ def test_every_config_folder_has_a_schema():
 def test_shipped_config_is_valid(path):
     config = load_config(path, SCHEMAS[path.parent.name])
     if isinstance(config, TrainRecipe):
-        assert config.model == path.stem  # recipes are found by model name
+        # Recipes are found by model name; variants of a model's recipe are named <model>_<variant>.
+        assert path.stem == config.model or path.stem.startswith(f"{config.model}_")

@@ -10,13 +10,12 @@ lips 48-67. "Right"/"left" below are the image sides, not the person's.
 from __future__ import annotations
 
 import functools
-import importlib.util
 import logging
-from pathlib import Path
 
 import numpy as np
 
 from engines.errors import InputError
+from streamer.faces.model_files import shape_predictor_path
 
 log = logging.getLogger(__name__)
 
@@ -36,21 +35,6 @@ MIRROR_ORDER = (
     54, 53, 52, 51, 50, 49, 48, 59, 58, 57, 56, 55,  # outer lips
     64, 63, 62, 61, 60, 67, 66, 65,  # inner lips
 )
-
-
-def shape_predictor_path() -> Path:
-    """The 68-point model shipped by ``face_recognition_models``, found without importing it.
-
-    Importing that package fails with setuptools >= 81 (it needs ``pkg_resources``);
-    ``find_spec`` locates the folder without running its ``__init__``.
-    """
-    spec = importlib.util.find_spec("face_recognition_models")
-    if spec is None or not spec.submodule_search_locations:
-        raise InputError("the face_recognition_models package is not installed (it ships dlib's landmark model)")
-    path = Path(list(spec.submodule_search_locations)[0]) / "models" / "shape_predictor_68_face_landmarks.dat"
-    if not path.is_file():
-        raise InputError("dlib's 68-point landmark model is missing", path=path)
-    return path
 
 
 @functools.lru_cache(maxsize=1)

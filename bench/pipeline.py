@@ -1,0 +1,154 @@
+"""Benchmark of the streaming recognizer on synthetic 30 fps footage (one run, ratios inside it).
+
+Run from the repository root::
+
+    .venv/bin/python -m bench.pipeline [--duration 30] [--json]
+
+1. ``analyze``: a 640x480, 30 fps, one-face video through ``mer analyze``'s code path
+   (``streamer.commands.analyze.analyze_file``), against the decode-only rate of the same
+   file measured just before (the same decoder, nothing else): frames/s and their ratio,
+   and the per-stage milliseconds per frame.
+2. ``faces``: the cost of each extra face. 2x2 mosaics of 320x240 synthetic videos with 1, 2
+   and 4 faces (the other tiles grey), same 640x480 frame, analysed the same way.
+3. ``latency``: ``mer stream``'s path (capture loop with the file paced in real time, the
+   pipeline, a real ZeroMQ publisher with its journal) on the one-face video; each event's
+   ``latency_ms`` (offset frame captured -> published) minus the spotter's look-ahead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+
+from streamer.capture import CaptureLoop
+from streamer.commands.analyze import analyze_file
+from streamer.publisher import EventPublisher
+from streamer.session import build_pipeline, open_recognizer
+from streamer.sources import FileSource
+from streamer.stream_config import load_stream_config
+from training.synthetic.layouts import write_long_videos
+from training.synthetic.settings import SynthSettings
+
+log = logging.getLogger("bench.pipeline")
+
+
+def _synth(folder: Path, size: tuple[int, int], duration: float, subjects: int, seed: int) -> list[Path]:
+    write_long_videos(folder, subjects=subjects, videos_per_subject=1, duration_s=duration,
+                      n_micro=2 * int(duration / 10), n_macro=int(duration / 10), fps=30, size=size, seed=seed,
+                      settings=SynthSettings(), frames=False, video_suffix=".mp4")
+    return sorted(folder.glob("*.mp4"))
+
+
+def _mosaic(tiles: list[Path], faces: int, out: Path) -> Path:
+    """A 640x480 video of 2x2 tiles of 320x240: the first ``faces`` tiles from ``tiles``, the rest grey."""
+    readers = [cv2.VideoCapture(str(path)) for path in tiles[:faces]]
+    writer = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*"mp4v"), 30.0, (640, 480))
+    grey = np.full((240, 320, 3), 128, np.uint8)
+    while True:
+        images = []
+        for reader in readers:
+            ok, image = reader.read()
+            if not ok:
+                break
+            images.append(image)
+        if len(images) < len(readers):
+            break
+        images += [grey] * (4 - len(images))
+        writer.write(np.vstack([np.hstack(images[:2]), np.hstack(images[2:])]))
+    writer.release()
+    return out
+
+
+def decode_rate(path: Path) -> float:
+    """Frames/s of decoding alone (PyAV, the analyze path's decoder and BGR conversion)."""
+    source = FileSource(path)
+    start = time.perf_counter()
+    count = sum(1 for _ in source.frames())
+    return count / (time.perf_counter() - start)
+
+
+def analyze_rate(path: Path, out: Path, config, recognizer) -> dict:
+    summary = analyze_file(path, out, config, recognizer, progress=False)
+    frames = summary["frames"]
+    return {"frames_per_s": summary["frames_per_s"], "events": summary["events"],
+            "stage_ms_per_frame": {k: round(1000 * v / frames, 3) for k, v in summary["stage_seconds"].items()}}
+
+
+def stream_latency(path: Path, work: Path, config, recognizer) -> dict:
+    """Event latencies of a real-time paced run with a real publisher; look-ahead subtracted."""
+    paced = config.model_copy(update={"capture": config.capture.model_copy(update={"file_playback": "realtime"})})
+    publisher = EventPublisher("tcp://127.0.0.1:*", None, work / "journal.jsonl")
+    latencies = []
+
+    def emit(draft):
+        event = publisher.publish(draft)
+        latencies.append(event["latency_ms"])
+        return event
+
+    loop = CaptureLoop(path, paced.capture).start()
+    pipeline = build_pipeline(paced, stream_id="bench", fps=loop.source.fps or 30.0, recognizer=recognizer, emit=emit)
+    look_ahead_ms = 1000 * pipeline.look_ahead_s
+    for frame in loop:
+        pipeline.process(frame)
+    pipeline.close()
+    publisher.close()
+    live = np.array(latencies) - look_ahead_ms
+    return {"events": len(latencies), "look_ahead_ms": round(look_ahead_ms, 1),
+            "beyond_look_ahead_ms": {"p50": round(float(np.percentile(live, 50)), 1) if len(live) else None,
+                                     "p99": round(float(np.percentile(live, 99)), 1) if len(live) else None,
+                                     "max": round(float(live.max()), 1) if len(live) else None}}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--duration", type=float, default=30.0, help="seconds of synthetic video per clip")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    config = load_stream_config()
+    recognizer = open_recognizer(config, None)
+    result = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "pyav": av.__version__}}
+    with tempfile.TemporaryDirectory() as scratch:
+        work = Path(scratch)
+        video = _synth(work / "one", (640, 480), args.duration, 1, seed=0)[0]
+        decode = decode_rate(video)
+        analyzed = analyze_rate(video, work / "out1", config, recognizer)
+        result["analyze"] = {"decode_only_frames_per_s": round(decode, 1), **analyzed,
+                             "ratio_to_decode": round(analyzed["frames_per_s"] / decode, 3)}
+        tiles = _synth(work / "tiles", (320, 240), args.duration, 4, seed=1)
+        faces = {}
+        for count in (1, 2, 4):
+            mosaic = _mosaic(tiles, count, work / f"mosaic{count}.mp4")
+            faces[count] = analyze_rate(mosaic, work / f"out_m{count}", config, recognizer)
+        per_frame_ms = {n: 1000 / faces[n]["frames_per_s"] for n in faces}
+        result["faces"] = {"frames_per_s": {n: faces[n]["frames_per_s"] for n in faces},
+                           "ms_per_extra_face": round((per_frame_ms[4] - per_frame_ms[1]) / 3, 2),
+                           "stage_ms_per_frame": {n: faces[n]["stage_ms_per_frame"] for n in faces}}
+        result["latency"] = stream_latency(video, work, config, recognizer)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        a = result["analyze"]
+        print(f"analyze 640x480 one face: {a['frames_per_s']} frames/s; decode only {a['decode_only_frames_per_s']} "
+              f"frames/s; ratio {a['ratio_to_decode']}; events {a['events']}")
+        print(f"  stage ms/frame: {a['stage_ms_per_frame']}")
+        print(f"faces in a 640x480 mosaic: frames/s {result['faces']['frames_per_s']}; "
+              f"+{result['faces']['ms_per_extra_face']} ms per extra face")
+        lat = result["latency"]
+        print(f"stream latency beyond the {lat['look_ahead_ms']} ms look-ahead over {lat['events']} events: "
+              f"{lat['beyond_look_ahead_ms']}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,81 @@
+"""Onset and apex face crops in, exactly the model input an engine's manifest asks for, out.
+
+The manifest's ``preprocessing`` block (``engines.manifest.preprocessing_signature``) names
+the flow method and its parameters, the crop size the flow is computed at, the planes the
+model sees and their order, the output size and the value normalisation. The streaming path
+and the trainer both build inputs through :class:`MotionInputBuilder`, so a model is fed at
+run time what it was trained on, and an engine whose recipe this builder cannot follow is
+refused when it is loaded, not silently fed something else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from engines.errors import InputError
+from engines.motion import FLOW_METHODS, compute_flow
+from engines.motion.frames import as_pair_batch
+from engines.motion.representation import flow_image
+
+__all__ = ["MotionInputBuilder", "FLOW_PLANES"]
+
+# The planes flow_image produces, in its "rgb" order.
+FLOW_PLANES = ("u", "v", "optical_strain")
+
+
+class MotionInputBuilder:
+    """Builds ``(B, C, H, W)`` float32 model inputs from batches of onset/apex grayscale crops."""
+
+    def __init__(self, signature: Mapping[str, Any]) -> None:
+        self.signature = dict(signature)
+        method = self._field("flow_method")
+        if method not in FLOW_METHODS:
+            raise InputError(f"unknown flow method {method!r}; known: {', '.join(FLOW_METHODS)}",
+                             column="preprocessing.flow_method")
+        self.flow_method = method
+        self.flow_params = dict(self._field("flow_params") or {})
+        flow_size = self.signature.get("flow_size")
+        self.flow_size = None if flow_size is None else (int(flow_size[0]), int(flow_size[1]))
+        height, width = self._field("size")
+        if height != width:
+            raise InputError(f"only square inputs are supported, got {height}x{width}", column="preprocessing.size")
+        self.size = int(height)
+        channels = tuple(self._field("channels"))
+        if sorted(channels) != sorted(FLOW_PLANES):
+            raise InputError(f"channels must be a permutation of {FLOW_PLANES}, got {channels}",
+                             column="preprocessing.channels")
+        self.plane_index = [FLOW_PLANES.index(name) for name in channels]
+        if list(self._field("value_range")) != [0.0, 255.0]:
+            raise InputError("only the 0..255 min-max flow image is supported", column="preprocessing.value_range")
+        mean, std = self.signature.get("mean"), self.signature.get("std")
+        self.mean = None if mean is None else torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
+        self.std = None if std is None else torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
+
+    @classmethod
+    def from_manifest(cls, manifest) -> MotionInputBuilder:
+        """The builder for an ``EngineManifest`` (or a loaded runtime backend's manifest)."""
+        return cls(manifest.preprocessing)
+
+    def _field(self, name: str) -> Any:
+        if name not in self.signature:
+            raise InputError("the engine's preprocessing does not say", column=f"preprocessing.{name}")
+        return self.signature[name]
+
+    def __call__(self, onset, apex) -> torch.Tensor:
+        """Model inputs for a batch of pairs: ``(B, H, W)`` grey frames, uint8 or float 0..1
+        (the motion kernels' convention, ``engines.motion.frames``)."""
+        onset, apex = (x / 255.0 for x in as_pair_batch(onset, apex))
+        if self.flow_size is not None and tuple(onset.shape[-2:]) != self.flow_size:
+            onset, apex = (F.interpolate(x.unsqueeze(1), size=self.flow_size, mode="area").squeeze(1)
+                           for x in (onset, apex))
+        flow = compute_flow(self.flow_method, onset, apex, **self.flow_params)
+        image = flow_image(flow, size=self.size, channel_order="rgb")[:, self.plane_index]
+        if self.mean is not None:
+            image = image - self.mean
+        if self.std is not None:
+            image = image / self.std
+        return image.contiguous()

@@ -1,0 +1,1 @@
+"""``mer`` subcommands owned by the streamer package (see streamer/cli.py)."""

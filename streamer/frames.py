@@ -1,0 +1,24 @@
+"""The unit that flows through the online path: one decoded video frame and its times.
+
+Two clocks travel with every frame because they answer different questions: ``t`` is
+*stream* time (where in the video the frame is, what the spotter's durations are
+measured in), ``captured_at`` is *machine* time (when mer got it, what latency is
+measured from).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["Frame"]
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    index: int  # 0-based frame number in the stream; only increases, may skip (dropped frames)
+    t: float  # stream time, seconds: container pts for files, capture clock since start for live sources
+    image: np.ndarray  # H x W x 3 BGR uint8
+    captured_at: float  # time.monotonic() when the frame was read (latency is measured from it)
+    decode_s: float = 0.0  # seconds spent demuxing, decoding and converting this frame (the "decode" stage)

@@ -1,0 +1,36 @@
+"""The face front end as one configured unit: backend + aligner + tracker from ``[faces]``.
+
+``mer stream``, ``mer analyze`` and the default engine's trainer all build their tracker
+here from the same settings, so the crops an engine was trained on are made the same way
+as the crops it classifies at run time.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from engines.config import ConfigModel
+from streamer.faces import FaceAligner, FaceTracker, create_backend
+
+__all__ = ["FacesConfig", "build_tracker"]
+
+
+class FacesConfig(ConfigModel):
+    """``[faces]`` of a stream profile."""
+
+    backend: Literal["dlib", "mediapipe"] = "dlib"
+    crop_size: int = Field(128, ge=32, le=512)  # aligned face crop, pixels
+    align_method: Literal["affine3", "eyes"] = "affine3"  # 3-point template, or eye-corner rotation + crop
+    smoothing: bool = True  # steady the alignment transform over time (not the landmarks)
+    detect_interval_s: float = Field(1.0, gt=0)  # full detection at most this often while faces are tracked
+    max_faces: int = Field(4, ge=1, le=32)
+
+
+def build_tracker(config: FacesConfig | None = None) -> FaceTracker:
+    """A fresh tracker (with its own backend instance) for one stream."""
+    config = config or FacesConfig()
+    aligner = FaceAligner(config.crop_size, config.align_method, smoothing=config.smoothing)
+    return FaceTracker(create_backend(config.backend), aligner, detect_interval_s=config.detect_interval_s,
+                       max_faces=config.max_faces)

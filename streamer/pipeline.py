@@ -1,0 +1,187 @@
+"""One stream's recognizer: frames in, per-face rows and micro-expression events out.
+
+For every frame the face tracker updates its tracks; each tracked face pushes its aligned
+crop into its own ring buffer and spotter. When a spotter finalises an interval, the
+onset and apex crops are taken from that face's ring, the recognizer classifies them, and
+the event draft goes to ``emit`` (the ZeroMQ publisher for ``mer stream``, a JSONL writer
+for ``mer analyze``). A face that leaves ends its track: its spotter is flushed first, so
+an expression right before the face turned away is still reported.
+
+The pipeline is single-threaded and owns no I/O; capture, publishing and metrics serving
+are the callers' business, which keeps it equally usable live and offline.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from streamer.events import make_event
+from streamer.faces import FaceTracker
+from streamer.frames import Frame
+from streamer.metrics import StreamMetrics
+from streamer.outputs import FaceFrameRow
+from streamer.recognizer import Recognizer
+from streamer.spotting import FaceRingBuffer, SpottedInterval
+from streamer.spotting.ring_buffer import FrameEvictedError
+
+log = logging.getLogger(__name__)
+
+__all__ = ["Pipeline", "PipelineStats"]
+
+
+@dataclass
+class _Face:
+    ring: FaceRingBuffer
+    spotter: object  # a Spotter (streamer.spotting): push/flush/signal/look_ahead_s
+    # (frame index, captured_at) of the frames this face was seen in, for event latency.
+    captured: dict[int, float] = field(default_factory=dict)
+
+
+@dataclass
+class PipelineStats:
+    """Counts a run reports at the end (and tests check)."""
+
+    frames: int = 0
+    frames_with_faces: int = 0
+    intervals: int = 0
+    events: int = 0
+    intervals_lost: int = 0  # spotted but their crops had left the ring (counted, never silent)
+    stage_seconds: dict[str, float] = field(default_factory=lambda: {"decode": 0.0, "face": 0.0, "spot": 0.0, "motion": 0.0,
+                                                                     "inference": 0.0, "publish": 0.0})
+
+
+class Pipeline:
+    """Tracker -> per-face ring buffer and spotter -> recognizer -> ``emit(draft)``.
+
+    ``make_spotter(fps)`` builds a fresh spotter for each new face; ``emit`` receives each
+    event draft (``streamer.events.make_event``) and returns the completed event, if any.
+    """
+
+    def __init__(
+        self,
+        *,
+        stream_id: str,
+        tracker: FaceTracker,
+        make_spotter: Callable[[float], object],
+        recognizer: Recognizer,
+        fps: float,
+        emit: Callable[[dict], dict | None],
+        ring_seconds: float = 5.0,
+        metrics: StreamMetrics | None = None,
+    ) -> None:
+        if not fps > 0:
+            raise ValueError(f"fps must be positive, got {fps}")
+        self.stream_id = stream_id
+        self.tracker = tracker
+        self.make_spotter = make_spotter
+        self.recognizer = recognizer
+        self.fps = float(fps)
+        self.emit = emit
+        self.metrics = metrics
+        self.ring_capacity = max(8, math.ceil(ring_seconds * fps))
+        self.crop_size = tracker.aligner.size
+        self.stats = PipelineStats()
+        self._faces: dict[int, _Face] = {}
+
+    @property
+    def look_ahead_s(self) -> float:
+        """How long after an interval's offset its event can be published, at best."""
+        return self.make_spotter(self.fps).look_ahead_s
+
+    def process(self, frame: Frame) -> list[FaceFrameRow]:
+        """Run one frame; returns one row per tracked face (one ``success=False`` row when none)."""
+        self.stats.frames += 1
+        self._observe("decode", frame.decode_s)
+        start = time.perf_counter()
+        faces = self.tracker.update(frame)
+        self._observe("face", time.perf_counter() - start)
+        rows: list[FaceFrameRow] = []
+        start = time.perf_counter()
+        finished: list[tuple[int, SpottedInterval]] = []
+        for face in faces:
+            state = self._faces.get(face.track_id)
+            if state is None:
+                state = self._faces[face.track_id] = _Face(FaceRingBuffer(self.ring_capacity, self.crop_size),
+                                                          self.make_spotter(self.fps))
+                log.info("stream %s: face %d appeared at frame %d", self.stream_id, face.track_id, frame.index)
+            aligned = face.aligned
+            state.ring.push(aligned.gray, frame.t, frame.index, aligned.points)
+            state.captured[frame.index] = frame.captured_at
+            if len(state.captured) > self.ring_capacity:
+                del state.captured[next(iter(state.captured))]
+            for interval in state.spotter.push(aligned.gray, frame.t, frame.index, aligned.points):
+                finished.append((face.track_id, interval))
+            rows.append(FaceFrameRow(frame.index, frame.t, face.track_id, float(face.landmarks.confidence), True,
+                                     face.landmarks.points, float(state.spotter.signal)))
+        ended = self.tracker.ended()
+        for track_id in ended:
+            finished.extend(self._end_face(track_id))
+        self._observe("spot", time.perf_counter() - start)
+        if faces:
+            self.stats.frames_with_faces += 1
+        else:
+            rows.append(FaceFrameRow(frame.index, frame.t, -1, 0.0, False, None, None))
+        if self.metrics is not None:
+            self.metrics.set_faces_tracked(len(faces))
+            if self._faces:
+                self.metrics.set_ring_buffer_fill(max(state.ring.fill for state in self._faces.values()))
+        for track_id, interval in finished:
+            self._recognise(track_id, interval)
+        for track_id in ended:
+            self._faces.pop(track_id, None)
+        return rows
+
+    def close(self) -> None:
+        """End of stream: every face's pending intervals are flushed, classified and emitted."""
+        self.tracker.end_all()
+        finished = [pair for track_id in self.tracker.ended() for pair in self._end_face(track_id)]
+        for track_id, interval in finished:
+            self._recognise(track_id, interval)
+        for track_id in list(self._faces):
+            self._faces.pop(track_id)
+
+    def _end_face(self, track_id: int) -> list[tuple[int, SpottedInterval]]:
+        state = self._faces.get(track_id)
+        if state is None:
+            return []
+        log.info("stream %s: face %d ended", self.stream_id, track_id)
+        return [(track_id, interval) for interval in state.spotter.flush()]
+
+    def _recognise(self, track_id: int, interval: SpottedInterval) -> None:
+        self.stats.intervals += 1
+        if self.metrics is not None:
+            self.metrics.interval_spotted(interval.kind)
+        state = self._faces.get(track_id)
+        try:
+            if state is None:
+                raise FrameEvictedError(f"face {track_id} has no ring any more")
+            onset = np.array(state.ring.get(interval.onset)[0])
+            apex = np.array(state.ring.get(interval.apex)[0])
+        except LookupError as exc:
+            self.stats.intervals_lost += 1
+            log.warning("stream %s face %d: interval %d-%d not classified: %s", self.stream_id, track_id,
+                        interval.onset, interval.offset, exc)
+            return
+        result = self.recognizer.classify(onset, apex)
+        self._observe("motion", result.motion_s)
+        self._observe("inference", result.inference_s)
+        captured_at = state.captured.get(interval.offset, time.monotonic())
+        draft = make_event(interval, stream=self.stream_id, face=track_id, label=result.label, scores=result.scores,
+                           engine=self.recognizer.engine_id, captured_at=captured_at)
+        start = time.perf_counter()
+        event = self.emit(draft)
+        self._observe("publish", time.perf_counter() - start)
+        self.stats.events += 1
+        if self.metrics is not None and event is not None:
+            self.metrics.event_published(event)
+
+    def _observe(self, stage: str, seconds: float) -> None:
+        self.stats.stage_seconds[stage] += seconds
+        if self.metrics is not None:
+            self.metrics.observe_stage(stage, seconds)

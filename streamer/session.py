@@ -1,0 +1,56 @@
+"""Assemble a pipeline from a stream profile: the one place ``mer stream`` and ``mer analyze``
+share, so that live and offline runs spot and classify identically."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+from streamer.front_end import build_tracker
+from streamer.metrics import StreamMetrics
+from streamer.pipeline import Pipeline
+from streamer.recognizer import Recognizer
+from streamer.spotting import create_spotter, load_spot_params
+from streamer.stream_config import StreamConfig, spot_profile_path
+
+log = logging.getLogger(__name__)
+
+__all__ = ["build_pipeline", "open_recognizer"]
+
+
+def open_recognizer(config: StreamConfig, engine: str | Path | None) -> Recognizer:
+    """``--engine`` if given, else the profile's engine, else the engine shipped with mer.
+
+    Also caps torch's threads at the profile's count: the motion kernels work on one small
+    pair at a time, where extra threads only fight the capture thread for the cores.
+    """
+    import torch
+
+    torch.set_num_threads(config.engine.threads)
+    chosen = engine if engine is not None else config.engine.path
+    return Recognizer(chosen, backend=config.engine.backend, threads=config.engine.threads)
+
+
+def build_pipeline(
+    config: StreamConfig,
+    *,
+    stream_id: str,
+    fps: float,
+    recognizer: Recognizer,
+    emit: Callable[[dict], dict | None],
+    metrics: StreamMetrics | None = None,
+) -> Pipeline:
+    spot_params = load_spot_params(spot_profile_path(config.spot.profile))
+    if metrics is not None:
+        metrics.set_engine(recognizer.engine_id, recognizer.backend, "cpu")
+    return Pipeline(
+        stream_id=stream_id,
+        tracker=build_tracker(config.faces),
+        make_spotter=lambda rate: create_spotter(spot_params, rate),
+        recognizer=recognizer,
+        fps=fps,
+        emit=emit,
+        ring_seconds=config.spot.ring_seconds,
+        metrics=metrics,
+    )

@@ -1,0 +1,448 @@
+"""Where frames come from: video files, network streams and webcams behind one interface.
+
+``open_source(spec)`` picks the reader from the spec:
+
+* ``0`` / ``"0"`` (or ``/dev/videoN``) - a webcam, read with ``cv2.VideoCapture``: the only
+  portable way to reach V4L2/DirectShow/AVFoundation cameras. Stream time is the capture
+  clock (``time.monotonic()`` since capture started) because webcams have no container
+  timestamps worth trusting.
+* ``rtsp://``, ``udp://``, ``http(s)://``, ``tcp://``, ... - a network stream, demuxed and
+  decoded with PyAV (FFmpeg). PyAV rather than OpenCV's FFmpeg backend because it gives
+  read/open timeouts (a dead stream is noticed instead of hanging), per-packet decode
+  errors, the packets' timestamps and FFmpeg options per stream.
+* anything else - a video file, decoded with PyAV so every frame carries its container
+  timestamp (pts x time_base, relative to the first frame), exact where OpenCV's
+  ``CAP_PROP_POS_MSEC`` is rounded or guessed.
+
+Every reader yields ``Frame`` objects (BGR uint8). Files end; live sources (network,
+camera) raise ``SourceLost`` when they stop delivering, and ``CaptureLoop`` reopens them.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+
+from engines.errors import InputError, MerError
+from streamer.frames import Frame
+from streamer.stream_config import CaptureConfig
+
+__all__ = [
+    "NETWORK_SCHEMES",
+    "CameraSource",
+    "FileSource",
+    "FrameSource",
+    "LiveClock",
+    "NetworkSource",
+    "SkipHook",
+    "SourceLost",
+    "open_source",
+]
+
+log = logging.getLogger(__name__)
+
+NETWORK_SCHEMES = ("rtsp", "rtsps", "rtmp", "udp", "rtp", "tcp", "http", "https")
+
+# on_skip(reason, frame_index): a frame the source read but could not deliver.
+SkipHook = Callable[[str, int], None]
+
+# The first few decode errors of a source are warnings; a lossy network stream can produce
+# thousands, so the rest go to DEBUG (they are all still counted).
+_LOUD_DECODE_ERRORS = 5
+
+# A network stream whose timestamps drift this far from the capture clock (a pts jump after
+# packet loss, a sender restart) is re-anchored to the capture clock.
+_MAX_PTS_DRIFT_S = 2.0
+
+
+class SourceLost(MerError):
+    """A live source stopped delivering frames (read error, timeout or end of stream)."""
+
+
+class LiveClock:
+    """Stream time of a live source: seconds since capture started, never going back.
+
+    One clock is shared by every reconnection of a stream so that ``t`` keeps increasing
+    across them, like the frame index does.
+    """
+
+    def __init__(self, start: float | None = None) -> None:
+        self.start = time.monotonic() if start is None else start
+        self.last_t: float | None = None
+
+    def stamp(self, t: float) -> float:
+        """Record ``t`` as the next frame's time, nudged forward if it would not increase."""
+        if self.last_t is not None and t <= self.last_t:
+            t = self.last_t + 1e-6
+        self.last_t = t
+        return t
+
+    def since_start(self, at: float) -> float:
+        return at - self.start
+
+
+class FrameSource(ABC):
+    """A readable video source. ``frames()`` is consumed once; ``close()`` releases it."""
+
+    kind: str  # "file" | "network" | "camera"
+    name: str  # what logs and errors call it (path, URL, "camera 0")
+
+    def __init__(self, *, first_index: int = 0, on_skip: SkipHook | None = None) -> None:
+        self.first_index = first_index
+        self.on_skip = on_skip
+        self._interrupted = threading.Event()
+        self._loud_errors_left = _LOUD_DECODE_ERRORS
+
+    @property
+    def live(self) -> bool:
+        """Live sources run on their own clock: nobody can make them wait, they can be lost."""
+        return self.kind != "file"
+
+    @abstractmethod
+    def frames(self) -> Iterator[Frame]:
+        """Frames in stream order. Files end at EOF; live sources raise ``SourceLost``."""
+
+    def reopen(self, first_index: int) -> FrameSource:
+        """A fresh reader of the same live source whose frame numbers start at ``first_index``."""
+        raise NotImplementedError(f"{self.name}: a {self.kind} source cannot be reopened")
+
+    def interrupt(self) -> None:
+        """Ask ``frames()`` (running in another thread) to end at the next frame. Thread-safe."""
+        self._interrupted.set()
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    def __enter__(self) -> FrameSource:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def _skip(self, reason: str, index: int, message: str) -> None:
+        """Report a frame that was read but cannot be delivered, naming it in the log."""
+        if self._loud_errors_left > 0:
+            self._loud_errors_left -= 1
+            suffix = "" if self._loud_errors_left else " (further skipped frames of this source are logged at DEBUG)"
+            log.warning("%s: %s%s", self.name, message, suffix)
+        else:
+            log.debug("%s: %s", self.name, message)
+        if self.on_skip is not None:
+            self.on_skip(reason, index)
+
+
+class _PyAVSource(FrameSource):
+    """Shared demux/decode of files and network streams through PyAV."""
+
+    def __init__(
+        self,
+        container: av.container.InputContainer,
+        name: str,
+        config: CaptureConfig,
+        *,
+        first_index: int,
+        on_skip: SkipHook | None,
+    ) -> None:
+        super().__init__(first_index=first_index, on_skip=on_skip)
+        self.name = name
+        self.config = config
+        self._container = container
+        if not container.streams.video:
+            container.close()
+            raise InputError(f"{name}: has no video stream")
+        self._stream = container.streams.video[0]
+        self._stream.thread_type = config.decode_thread_type
+        if config.decode_threads:
+            self._stream.thread_count = config.decode_threads
+        rate = self._stream.average_rate or self._stream.guessed_rate
+        self.fps: float | None = float(rate) if rate else None
+        self.size = (self._stream.codec_context.width, self._stream.codec_context.height)
+
+    def _decoded(self) -> Iterator[tuple[int, av.VideoFrame, float]]:
+        """(frame index, decoded frame, seconds spent demuxing and decoding it) in presentation
+        order; bad packets are skipped and counted.
+
+        A packet that fails to decode costs one frame number, so the frames after it keep
+        their position in the stream.
+        """
+        index = self.first_index
+        time_base = self._stream.time_base
+        first_pts: int | None = None
+        packets = self._container.demux(self._stream)
+        while not self._interrupted.is_set():
+            started = time.perf_counter()
+            try:
+                packet = next(packets)
+            except StopIteration:
+                break
+            except (av.error.FFmpegError, OSError) as exc:
+                self._demux_failed(index, exc)
+                break
+            try:
+                decoded = packet.decode()
+            except av.error.FFmpegError as exc:
+                where = ""
+                if self.kind == "file" and None not in (packet.pts, first_pts, time_base):
+                    where = f" (t={float((packet.pts - first_pts) * time_base):.3f} s)"
+                self._skip("decode_error", index, f"frame {index}{where} cannot be decoded, skipped: {_reason(exc)}")
+                index += 1
+                continue
+            spent = time.perf_counter() - started
+            for video_frame in decoded:
+                if first_pts is None:
+                    first_pts = video_frame.pts
+                yield index, video_frame, spent
+                spent = 0.0  # a packet's cost is charged to its first frame
+                index += 1
+        self._decoded_until = index
+
+    @abstractmethod
+    def _demux_failed(self, index: int, exc: Exception) -> None:
+        """A read error: the end of a file, the loss of a network stream."""
+
+    def close(self) -> None:
+        self._container.close()
+
+
+class FileSource(_PyAVSource):
+    """A video file decoded with PyAV; never drops a frame, t from the container's timestamps."""
+
+    kind = "file"
+
+    def __init__(
+        self,
+        path: str | Path,
+        config: CaptureConfig | None = None,
+        *,
+        first_index: int = 0,
+        on_skip: SkipHook | None = None,
+    ) -> None:
+        config = config or CaptureConfig()
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise InputError("no such video file", path=self.path)
+        try:
+            container = av.open(str(self.path))
+        except av.error.FFmpegError as exc:
+            raise InputError(
+                f"cannot be read as video ({_reason(exc)}; truncated, or not a video file?)", path=self.path
+            ) from None
+        super().__init__(container, str(self.path), config, first_index=first_index, on_skip=on_skip)
+        self.realtime = config.file_playback == "realtime"
+        self.frame_count = self._stream.frames  # from the header; 0 when the container does not say
+
+    @property
+    def live(self) -> bool:
+        # Realtime playback stands in for a camera: it must not be made to wait either.
+        return self.realtime
+
+    def frames(self) -> Iterator[Frame]:
+        time_base = self._stream.time_base
+        first_pts: int | None = None
+        fallback_step = 1.0 / (self.fps or 30.0)
+        t = -fallback_step
+        paced_from: float | None = None
+        for index, video_frame, decode_s in self._decoded():
+            if video_frame.pts is not None and time_base is not None:
+                if first_pts is None:
+                    first_pts = video_frame.pts
+                t = float((video_frame.pts - first_pts) * time_base)
+            else:  # no timestamp in the container: assume a constant rate
+                t += fallback_step
+            converting = time.perf_counter()
+            image = video_frame.to_ndarray(format="bgr24")
+            decode_s += time.perf_counter() - converting
+            if self.realtime:
+                paced_from = paced_from if paced_from is not None else time.monotonic() - t
+                if self._interrupted.wait(max(0.0, paced_from + t - time.monotonic())):
+                    return
+            yield Frame(index, t, image, time.monotonic(), decode_s)
+        self._report_truncation()
+
+    def _demux_failed(self, index: int, exc: Exception) -> None:
+        log.warning("%s: reading stops at frame %d: %s", self.name, index, _reason(exc))
+
+    def _report_truncation(self) -> None:
+        """Frames the header promises but the file does not hold are counted as ``truncated``."""
+        if self._interrupted.is_set():
+            return
+        read = self._decoded_until - self.first_index
+        if self.frame_count and read < self.frame_count:
+            missing = range(self._decoded_until, self.first_index + self.frame_count)
+            message = (f"file ends early: the header promises {self.frame_count} frames, "
+                       f"frames {missing.start}-{missing.stop - 1} are missing")
+            log.warning("%s: %s", self.name, message)
+            self._loud_errors_left = 0  # one warning for the whole gap
+            for index in missing:
+                self._skip("truncated", index, message)
+
+
+class NetworkSource(_PyAVSource):
+    """A network stream (rtsp, udp, http, tcp, ...) decoded with PyAV.
+
+    ``t`` follows the stream's own timestamps (smooth even when packets arrive in bursts),
+    anchored to the capture clock at the first frame of each connection, so it stays
+    comparable with the wall clock and keeps increasing across reconnections.
+    """
+
+    kind = "network"
+
+    def __init__(
+        self,
+        url: str,
+        config: CaptureConfig | None = None,
+        *,
+        first_index: int = 0,
+        clock: LiveClock | None = None,
+        on_skip: SkipHook | None = None,
+    ) -> None:
+        config = config or CaptureConfig()
+        self.url = url
+        self.clock = clock or LiveClock()
+        network = config.network
+        try:
+            container = av.open(url, options=dict(network.options),
+                                timeout=(network.open_timeout_s, network.read_timeout_s))
+        except (av.error.FFmpegError, OSError) as exc:
+            raise InputError(f"{url}: cannot open the stream: {_reason(exc)}") from None
+        super().__init__(container, url, config, first_index=first_index, on_skip=on_skip)
+
+    def frames(self) -> Iterator[Frame]:
+        time_base = self._stream.time_base
+        offset: float | None = None  # stream time - pts time of this connection
+        last_pts_s: float | None = None
+        for index, video_frame, decode_s in self._decoded():
+            converting = time.perf_counter()
+            image = video_frame.to_ndarray(format="bgr24")
+            decode_s += time.perf_counter() - converting
+            captured_at = time.monotonic()
+            now_s = self.clock.since_start(captured_at)
+            if video_frame.pts is None or time_base is None:
+                t = now_s
+            else:
+                pts_s = float(video_frame.pts * time_base)
+                backwards = last_pts_s is not None and pts_s <= last_pts_s
+                if offset is None or backwards or abs(pts_s + offset - now_s) > _MAX_PTS_DRIFT_S:
+                    offset = now_s - pts_s
+                last_pts_s = pts_s
+                t = pts_s + offset
+            yield Frame(index, self.clock.stamp(t), image, captured_at, decode_s)
+        if not self._interrupted.is_set():
+            raise SourceLost(f"{self.name}: the stream ended")
+
+    def _demux_failed(self, index: int, exc: Exception) -> None:
+        if isinstance(exc, av.error.ExitError):  # FFmpeg's words for "our read timeout fired"
+            reason = f"no data for {self.config.network.read_timeout_s:g} s"
+        else:
+            reason = _reason(exc)
+        raise SourceLost(f"{self.name}: reading failed at frame {index}: {reason}") from None
+
+    def reopen(self, first_index: int) -> NetworkSource:
+        return NetworkSource(self.url, self.config, first_index=first_index, clock=self.clock, on_skip=self.on_skip)
+
+
+class CameraSource(FrameSource):
+    """A webcam read with cv2.VideoCapture; t is the capture clock."""
+
+    kind = "camera"
+
+    def __init__(
+        self,
+        device: int | str,
+        config: CaptureConfig | None = None,
+        *,
+        first_index: int = 0,
+        clock: LiveClock | None = None,
+        on_skip: SkipHook | None = None,
+    ) -> None:
+        super().__init__(first_index=first_index, on_skip=on_skip)
+        self.config = config or CaptureConfig()
+        self.device = device
+        self.name = f"camera {device}"
+        self.clock = clock or LiveClock()
+        self._capture = cv2.VideoCapture(device)
+        if not self._capture.isOpened():
+            self._capture.release()
+            raise InputError(f"{self.name}: cannot be opened (no such camera, or it is busy)")
+        camera = self.config.camera
+        for prop, value in ((cv2.CAP_PROP_FRAME_WIDTH, camera.width), (cv2.CAP_PROP_FRAME_HEIGHT, camera.height),
+                            (cv2.CAP_PROP_FPS, camera.fps)):
+            if value:
+                self._capture.set(prop, value)
+        # A driver-side queue would hand us stale frames; the capture queue decides what to drop.
+        self._capture.set(cv2.CAP_PROP_BUFFERSIZE, 1)
+        fps = self._capture.get(cv2.CAP_PROP_FPS)
+        self.fps = fps if fps and math.isfinite(fps) and fps > 0 else None
+        self.size = (int(self._capture.get(cv2.CAP_PROP_FRAME_WIDTH)), int(self._capture.get(cv2.CAP_PROP_FRAME_HEIGHT)))
+
+    def frames(self) -> Iterator[Frame]:
+        index = self.first_index
+        while not self._interrupted.is_set():
+            reading = time.perf_counter()
+            ok, image = self._capture.read()
+            decode_s = time.perf_counter() - reading  # includes waiting for the camera's next frame
+            captured_at = time.monotonic()
+            if not ok or image is None:
+                raise SourceLost(f"{self.name}: no frame could be read")
+            yield Frame(index, self.clock.stamp(self.clock.since_start(captured_at)), _bgr(image), captured_at,
+                        decode_s)
+            index += 1
+
+    def reopen(self, first_index: int) -> CameraSource:
+        self.close()  # a camera can only be opened once at a time
+        return CameraSource(self.device, self.config, first_index=first_index, clock=self.clock, on_skip=self.on_skip)
+
+    def close(self) -> None:
+        self._capture.release()
+
+
+def open_source(
+    spec: str | int,
+    config: CaptureConfig | None = None,
+    *,
+    first_index: int = 0,
+    clock: LiveClock | None = None,
+    on_skip: SkipHook | None = None,
+) -> FrameSource:
+    """Open a webcam index (``0``/``"0"``, ``/dev/videoN``), a network URL or a video file.
+
+    Raises ``InputError`` naming the source when it cannot be opened.
+    """
+    if isinstance(spec, int) or (isinstance(spec, str) and spec.strip().isdigit()):
+        return CameraSource(int(spec), config, first_index=first_index, clock=clock, on_skip=on_skip)
+    spec = str(spec)
+    if spec.startswith("/dev/video"):
+        return CameraSource(spec, config, first_index=first_index, clock=clock, on_skip=on_skip)
+    scheme, separator, _ = spec.partition("://")
+    if separator:
+        scheme = scheme.lower()
+        if scheme == "file":
+            return FileSource(spec.removeprefix(f"{scheme}://"), config, first_index=first_index, on_skip=on_skip)
+        if scheme not in NETWORK_SCHEMES:
+            raise InputError(f"{spec}: unsupported URL scheme {scheme!r}; expected one of {', '.join(NETWORK_SCHEMES)}")
+        return NetworkSource(spec, config, first_index=first_index, clock=clock, on_skip=on_skip)
+    return FileSource(spec, config, first_index=first_index, on_skip=on_skip)
+
+
+def _reason(exc: Exception) -> str:
+    """FFmpeg's own words for an error, without PyAV's errno prefix."""
+    return getattr(exc, "strerror", None) or str(exc)
+
+
+def _bgr(image: np.ndarray) -> np.ndarray:
+    """Some camera drivers deliver gray or BGRA frames; the pipeline always gets BGR."""
+    if image.ndim == 2:
+        return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+    if image.shape[2] == 4:
+        return cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
+    return image
+

@@ -1,0 +1,241 @@
+"""From a per-frame spotting signal to expression intervals, in a stream.
+
+Both spotters reduce each frame to one number (how much the face has moved or changed);
+:class:`SignalDetector` does the rest the same way for both:
+
+1. **Smooth** with a moving average of ``smooth_s``.
+2. **Threshold against the stream's own quiet level**: median + k x robust std (1.4826 MAD)
+   of the smoothed signal over the last ``baseline_s`` of *quiet* frames, so the noise
+   level of a camera, a face or the lighting sets the bar, not a constant.
+3. **Regions**: runs above the threshold; a dip shorter than ``merge_gap_s`` does not end one.
+4. **Boundaries**: from the region's peak, walk outward until the signal falls to
+   ``boundary_fraction`` of the peak's rise above the quiet level, or, once below
+   ``valley_fraction`` of it, starts rising again (a valley: the next event begins there).
+   This is the "expend" step of the MEGC winners' method (anchors.md C(3) step 8).
+5. **Duration filter** and **micro/macro** by duration.
+
+An interval is *final*, and returned, once ``look_ahead_s`` of stream time has passed after
+its offset: later frames can no longer move its offset.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import numpy as np
+
+from streamer.spotting.intervals import SpottedInterval, interval_kind
+from streamer.spotting.params import DetectParams
+from streamer.spotting.ring_buffer import IndexedRing
+
+log = logging.getLogger(__name__)
+
+MAD_TO_STD = 1.4826
+THRESHOLD_UPDATE_S = 0.1  # the threshold is re-estimated this often (cheaper than every frame)
+
+
+def moving_average(values: np.ndarray, width: int) -> np.ndarray:
+    """Centred moving average of odd-or-even ``width`` with edge values repeated (same length as input)."""
+    if width <= 1 or len(values) == 0:
+        return values.astype(np.float64, copy=True)
+    left = (width - 1) // 2
+    padded = np.pad(values.astype(np.float64), (left, width - 1 - left), mode="edge")
+    sums = np.cumsum(np.concatenate(([0.0], padded)))
+    return (sums[width:] - sums[:-width]) / width
+
+
+def frames_for(seconds: float, fps: float, minimum: int = 1) -> int:
+    """A duration in seconds as a whole number of frames at ``fps`` (at least ``minimum``)."""
+    return max(minimum, round(seconds * fps))
+
+
+class SignalHistory(IndexedRing):
+    """Recent signal values per frame: raw, causally smoothed, and whether the frame was quiet."""
+
+    def __init__(self, capacity: int) -> None:
+        super().__init__(capacity)
+        self.raw = np.zeros(capacity)
+        self.smooth = np.zeros(capacity)
+        self.quiet = np.zeros(capacity, dtype=bool)
+
+    def push(self, index: int, t: float, raw: float, smooth: float, quiet: bool) -> int:
+        slot = self._next_slot(index, t)
+        self.raw[slot], self.smooth[slot], self.quiet[slot] = raw, smooth, quiet
+        return slot
+
+    def ordered_slots(self, start_position: int = 0) -> np.ndarray:
+        """Slots from ``start_position`` (0 = oldest held) to the newest, in time order."""
+        first = self._count - len(self)
+        return (np.arange(first + start_position, self._count)) % self.capacity
+
+    def recent(self, n: int) -> np.ndarray:
+        """The causally smoothed values of the last ``n`` frames (fewer if fewer are held), oldest first."""
+        return self.smooth[self.ordered_slots(max(0, len(self) - n))]
+
+    def position_of(self, index: int) -> int:
+        """Position (0 = oldest held) of frame ``index``."""
+        return (self.slot(index) - (self._count - len(self))) % self.capacity
+
+
+class _Region:
+    """A run of frames above the threshold, from its first to its last frame above."""
+
+    __slots__ = ("first", "first_t", "last", "last_t", "too_long")
+
+    def __init__(self, index: int, t: float) -> None:
+        self.first, self.first_t, self.last, self.last_t = index, t, index, t
+        self.too_long = False  # above threshold for longer than any expression: dropped when it ends
+
+
+class SignalDetector:
+    """Turns (frame, time, value) samples into final :class:`SpottedInterval` s; see the module doc."""
+
+    def __init__(self, params: DetectParams, fps: float) -> None:
+        if fps <= 0:
+            raise ValueError(f"fps must be positive, got {fps}")
+        self.params = params
+        self.fps = fps
+        span_s = params.baseline_s + params.max_duration_s + params.look_ahead_s + params.merge_gap_s + 1.0
+        self.history = SignalHistory(math.ceil(span_s * fps) + 8)
+        self._smooth_n = frames_for(params.smooth_s, fps)
+        self._recent = np.zeros(self._smooth_n)  # last raw values, for the causal moving average
+        self._recent_sum = 0.0
+        self._update_every = frames_for(THRESHOLD_UPDATE_S, fps)
+        self._since_update = 0
+        self._warmup_n = frames_for(params.warmup_s, fps, minimum=3)
+        self.baseline = 0.0  # median of the quiet smoothed signal
+        self.threshold = math.inf  # until enough quiet history exists
+        self.value = 0.0  # last raw value
+        self.smoothed = 0.0  # last causally smoothed value
+        self.quiet = True  # whether the last frame was below the threshold
+        self._open: _Region | None = None
+        self._pending: list[_Region] = []
+        self._last_offset = -1
+
+    def push(self, index: int, t: float, value: float) -> list[SpottedInterval]:
+        """Add one frame's signal value; returns the intervals that became final."""
+        n = self._smooth_n
+        slot = self.history._count % n
+        self._recent_sum += value - self._recent[slot]
+        self._recent[slot] = value
+        smoothed = self._recent_sum / min(self.history._count + 1, n)
+        self.value, self.smoothed = float(value), float(smoothed)
+        self.quiet = not smoothed > self.threshold
+        self.history.push(index, t, value, smoothed, self.quiet)
+        self._since_update += 1
+        if self._since_update >= self._update_every:
+            self._since_update = 0
+            self._update_threshold(t)
+        self._track_regions(index, t)
+        return self._finalize(t, flushing=False)
+
+    def flush(self) -> list[SpottedInterval]:
+        """End of stream: close any open region and return what can be spotted with the data there is."""
+        if self._open is not None and not self._open.too_long:
+            self._pending.append(self._open)
+        self._open = None
+        latest_t = self.history.latest_t
+        return self._finalize(latest_t if latest_t is not None else 0.0, flushing=True)
+
+    def _update_threshold(self, t: float) -> None:
+        history = self.history
+        held = history.indices >= 0
+        mask = held & history.quiet & (history.times >= t - self.params.baseline_s)
+        if np.count_nonzero(mask) < self._warmup_n:
+            return
+        quiet = history.smooth[mask]
+        median = float(np.median(quiet))
+        spread = MAD_TO_STD * float(np.median(np.abs(quiet - median)))
+        self.baseline = median
+        self.threshold = max(median + self.params.threshold_k * spread, self.params.min_threshold)
+
+    def _track_regions(self, index: int, t: float) -> None:
+        if not self.quiet:
+            if self._open is None:
+                self._open = _Region(index, t)
+            else:
+                self._open.last, self._open.last_t = index, t
+        elif self._open is not None and t - self._open.last_t > self.params.merge_gap_s:
+            if self._open.too_long:
+                log.debug("dropped frames %d..%d: above threshold for longer than any expression",
+                          self._open.first, self._open.last)
+            else:
+                self._pending.append(self._open)
+            self._open = None
+        if self._open is not None and t - self._open.first_t > self.params.max_duration_s:
+            self._open.too_long = True
+
+    def _finalize(self, t: float, *, flushing: bool) -> list[SpottedInterval]:
+        final: list[SpottedInterval] = []
+        waiting: list[_Region] = []
+        for region in self._pending:
+            if not flushing and t < region.last_t + self.params.look_ahead_s:
+                waiting.append(region)
+                continue
+            outcome = self._bounds(region, flushing)
+            if outcome is None:  # the signal is still falling at the newest frame: wait for more
+                waiting.append(region)
+            elif outcome is not False:
+                final.append(outcome)
+        self._pending = waiting
+        return final
+
+    def _bounds(self, region: _Region, flushing: bool) -> SpottedInterval | None | bool:
+        """The region's interval; None to wait for more frames; False when it is filtered out or lost."""
+        history, params = self.history, self.params
+        try:
+            first = history.position_of(region.first)
+            last = history.position_of(region.last)
+        except LookupError:
+            log.warning("a spotted region (frames %d..%d) left the signal history before it could be finalized",
+                        region.first, region.last)
+            return False
+        # Look back far enough for the slowest onset; the smoothing is recomputed centred here.
+        start = max(0, first - frames_for(params.max_duration_s, self.fps))
+        slots = history.ordered_slots(start)
+        signal = moving_average(history.raw[slots], self._smooth_n)
+        times, indices = history.times[slots], history.indices[slots]
+        first, last = first - start, last - start
+        peak = first + int(np.argmax(signal[first:last + 1]))
+        rise = signal[peak] - self.baseline
+        level = self.baseline + params.boundary_fraction * rise
+        valley = self.baseline + params.valley_fraction * rise
+        onset = _walk(signal, peak, -1, level, valley)
+        offset = _walk(signal, peak, +1, level, valley)
+        if offset == len(signal) - 1 and signal[offset] > level and not flushing:
+            return None
+        if not flushing and history.latest_t < times[offset] + params.look_ahead_s:
+            return None
+        onset_index = max(int(indices[onset]), self._last_offset + 1)
+        if onset_index > int(indices[offset]):
+            return False
+        onset = int(np.searchsorted(indices, onset_index))
+        duration = float(times[offset] - times[onset])
+        if not params.min_duration_s <= duration <= params.max_duration_s:
+            log.debug("dropping frames %d..%d: %.3f s is outside the duration bounds", indices[onset], indices[offset], duration)
+            return False
+        self._last_offset = int(indices[offset])
+        return SpottedInterval(
+            onset=int(indices[onset]), apex=int(indices[peak]), offset=int(indices[offset]),
+            onset_t=float(times[onset]), apex_t=float(times[peak]), offset_t=float(times[offset]),
+            kind=interval_kind(float(times[onset]), float(times[offset]), params.micro_max_s),
+            score=float(signal[peak]), intensity=float(rise),
+        )
+
+
+def _walk(signal: np.ndarray, peak: int, step: int, level: float, valley: float) -> int:
+    """Walk from ``peak`` in direction ``step`` to the boundary frame (see the module doc, step 4).
+
+    Stops on the first frame at or below ``level`` (that frame, the last neutral-looking one,
+    is the boundary), or at a local minimum below ``valley`` (the signal rises again there).
+    """
+    j, end = peak, (0 if step < 0 else len(signal) - 1)
+    while j != end:
+        nxt = j + step
+        if signal[nxt] <= level:
+            return nxt
+        if signal[nxt] > signal[j] and signal[j] < valley:
+            return j
+        j = nxt
+    return j
