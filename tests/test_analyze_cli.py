@@ -76,3 +76,16 @@ def test_spotting_f1_and_labels_against_the_ground_truth(analysed):
     hits = [events[(p.video, p.onset, p.offset)] == labels[(t.video, t.onset)] for t, p in result.matches]
     assert len(hits) >= 8
     assert np.mean(hits) >= 0.6, hits
+
+
+def test_a_bad_file_fails_alone_and_the_good_one_is_still_analysed(analysed, tmp_path):
+    _, _, videos, _ = analysed
+    junk = tmp_path / "junk.mp4"
+    junk.write_bytes(b"not a video at all" * 100)
+    out = tmp_path / "out"
+    with pytest.raises(AssertionError) as failed:
+        mer("analyze", str(junk), str(videos[0]), "--out", str(out), "--no-progress")
+    message = str(failed.value)
+    assert "exited 2" in message and "junk.mp4" in message and "1 of 2 videos failed" in message
+    assert _events(out / videos[0].stem / "events.jsonl")  # the good video was analysed in full
+    assert not (out / "junk").exists() or not any((out / "junk").iterdir())

@@ -63,8 +63,8 @@ class _JsonlEvents:
 def analyze_file(path: Path, out_dir: Path, config, recognizer, *, video: bool = False, subject: str = "",
                  progress: bool = True) -> dict:
     """Analyse one file into ``out_dir``; returns a summary (frames, events, seconds, rates)."""
+    source = FileSource(path, config.capture)  # an unreadable file fails here, before any output exists
     out_dir.mkdir(parents=True, exist_ok=True)
-    source = FileSource(path, config.capture)
     fps = source.fps or 30.0
     counters = CaptureCounters()
     events = _JsonlEvents(out_dir / "events.jsonl")

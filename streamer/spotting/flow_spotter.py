@@ -1,26 +1,34 @@
-"""Default spotter: optical-flow magnitude in facial regions (MEGC winners' method, anchors.md C(3)).
+"""Default spotter: optical-flow motion in facial regions (MEGC winners' method, anchors.md C(3)).
 
 Per frame: dense optical flow (OpenCV DIS, or Farneback) from a *reference* frame to the
-current aligned crop; the mean flow vector in each region of interest (eyebrows, mouth;
-boxes from ``streamer.faces.rois.spotting_rois``) minus the mean flow of the nose region
-(head-motion compensation: what moves the nose moves the whole face); the frame's
-signal is the largest compensated magnitude over the regions, in crop pixels.
+current aligned crop; the crop's own motion (alignment jitter) is fitted and removed; then
+the mean flow vector of each region (the two eyebrows and the two halves of the mouth)
+minus the nose region's, and the frame's signal is the largest of those magnitudes, in
+crop pixels.
+
+**Global motion.** An affine motion is fitted by least squares to the flow on a 4-px grid
+*inside the face outline* (jaw line and forehead), ``fit_margin`` away from the brow, eye
+and mouth boxes, and subtracted. Samples off the face would see the background slide
+whenever the head moves; samples next to the eyes would see a blink's pull on the skin and
+turn it into a false scale change that moves the mouth.
+
+**Mouth halves.** Lip corners pulled apart (AU12, AU14) or down (AU15) move the two halves
+of the mouth in opposite directions: the mean over the whole mouth cancels them.
 
 **Reference frame.** The flow runs from the newest *quiet* frame (signal below the
-threshold) that is at least ``reference_lag_s`` old, and the reference stops advancing
-while the face is moving. So during an expression the signal is the displacement from
-the neutral face just before it (one hump from onset to offset, whose boundaries are
-the expression's), and never from a frame inside another expression, which would echo
-the expression ``lag`` later. A reference is never older than ``max_reference_age_s``
-(slow drift, a lost face).
+threshold) that is at least ``reference_lag_s`` old and is followed by ``reference_guard_s``
+of calm frames (no region, eyes included, above the threshold: a reference never sits at
+the start of a blink), and the reference stops advancing while the face is moving. So
+during an expression the signal is the displacement from the neutral face just before it
+(one hump from onset to offset), never from a frame inside another expression, which would
+echo it ``lag`` later. A reference is never older than ``max_reference_age_s``.
 
-**Blinks** are the most frequent false positive: a blink moves the lids by several
-pixels, more than most micro-expressions. They are kept out in two ways: the eye regions
-are off by default (``eye_weight = 0``), and the eyebrow boxes are cut to end
-``brow_eye_gap`` above the upper lids, so lid motion does not leak into them. Every
-emotion's action-unit combination moves the brows or the mouth (AU1/2/4 or AU9-26), so
-nothing is lost; AU5/6/7 alone would be. This is what the MEGC methods do: He Yuhong's
-winning entries use eyebrow, nose and mouth regions only.
+**Blinks** are the most frequent false positive: a blink moves the lids by several pixels
+and drags the skin below the brows with it. The eye regions are measured but never part of
+the signal, the eyebrow boxes end ``brow_eye_gap`` above the upper lids, and each brow's
+motion is reduced by ``blink_leak`` times its eye's (measured: a blink moves the brow box by
+about a third of the eye box). Every emotion's action-unit combination moves the brows or the
+mouth, so nothing is lost; AU5/6/7 alone would be.
 """
 
 from __future__ import annotations
@@ -36,14 +44,15 @@ from streamer.spotting.params import DetectParams, FlowParams
 from streamer.spotting.ring_buffer import FaceRingBuffer
 from streamer.spotting.signal import SignalDetector
 
-EYE_ROIS = ("left_eye", "right_eye")
-BROW_ROIS = ("left_eyebrow", "right_eyebrow")
-UPPER_LID_POINTS = [37, 38, 43, 44]
-REFERENCE_ROI = "nose"
-GRID_STEP = 4
-BROW_EYE = {"left_eyebrow": "left_eye", "right_eyebrow": "right_eye"}
+BROW_EYE = {"left_eyebrow": "left_eye", "right_eyebrow": "right_eye"}  # brow -> the eye below it (image sides)
+EYE_ROIS = tuple(BROW_EYE.values())
 MOUTH_HALVES = ("mouth_left", "mouth_right")
-_ZERO_MODEL = np.zeros((2, 3))  # pixels between the flow samples the global motion is fitted to
+UPPER_LID_POINTS = [37, 38, 43, 44]
+LIP_MIDLINE_POINTS = [51, 57, 62, 66]
+REFERENCE_ROI = "nose"
+FIT_EXCLUDED = ("left_eyebrow", "right_eyebrow", "left_eye", "right_eye", "mouth")  # no global-motion samples here
+FOREHEAD = 0.1  # the face outline reaches this far (share of the crop) above the brows
+GRID_STEP = 4  # pixels between the flow samples the global motion is fitted to
 
 
 class FlowSpotter:
@@ -58,14 +67,15 @@ class FlowSpotter:
         self.buffer: FaceRingBuffer | None = None  # made on the first frame, when the crop size is known
         self._flow: np.ndarray | None = None
         self._points = np.zeros((68, 2), dtype=np.float32)  # running average the ROI boxes come from
-        self._weights = {name: (flow.eye_weight if name in EYE_ROIS else 1.0) for name in flow.rois}
-        self._weights = {name: w for name, w in self._weights.items() if w > 0}
-        regions = [n for n in flow.rois if n not in EYE_ROIS]
-        if flow.split_mouth and "mouth" in regions:
-            regions.remove("mouth")
-            regions += list(MOUTH_HALVES)
-        self._regions = tuple(regions) + EYE_ROIS
-        self.motion: dict[str, float] = {}
+        signal_regions = [name for name in flow.rois if name != "mouth"]
+        if "mouth" in flow.rois:
+            signal_regions += [*MOUTH_HALVES] if flow.split_mouth else ["mouth"]
+        self._signal_regions = tuple(signal_regions)
+        self.motion: dict[str, float] = {}  # last frame's compensated motion per region (eyes too), crop pixels
+        self._fit_canvas: np.ndarray | None = None  # grid mask of the global-motion samples (reused)
+        self._fit_samples: np.ndarray | None = None  # the mask the pseudo-inverse below was made for
+        self._fit_inverse: np.ndarray | None = None
+        self._fit_xs = self._fit_ys = np.zeros(0, dtype=np.intp)
         self._calm = np.zeros(self._capacity, dtype=bool)  # per buffer slot: no region (eyes included) moved
         self._guard_n = round(flow.reference_guard_s * fps)
         self._reference: int | None = None  # frame index of the reference
@@ -92,7 +102,7 @@ class FlowSpotter:
         self._calm[slot] = False
         self._smooth_points(points, t)
         value = self._signal(gray, t, index)
-        self._calm[slot] = max(self.motion.values(), default=0.0) <= self.detector.threshold
+        self._calm[slot] = bool(self.motion) and max(self.motion.values()) <= self.detector.threshold
         self._last_t = t
         return self.detector.push(index, t, value)
 
@@ -111,30 +121,23 @@ class FlowSpotter:
 
     def _signal(self, gray: np.ndarray, t: float, index: int) -> float:
         reference = self._choose_reference(t, index)
+        self.motion = {}
         if reference is None:
             return 0.0
         reference_gray, _, _ = self.buffer.get(reference)
         flow = self._engine(reference_gray, gray, self._flow)
         boxes = self._boxes(gray.shape[0])
-        if self.params.compensation == "affine":
-            model = self._global_motion(flow, boxes)
-        else:
-            model = _ZERO_MODEL
-        nose = _residual(flow, boxes[REFERENCE_ROI], model)
-        motion = {}
-        for name in self._regions:
+        model = self._global_motion(flow, boxes)
+        nose_u, nose_v = _residual(flow, boxes[REFERENCE_ROI], model)
+        for name in (*self._signal_regions, *EYE_ROIS):
             u, v = _residual(flow, boxes[name], model)
-            motion[name] = math.hypot(u - nose[0], v - nose[1])
-        self.motion = motion
+            self.motion[name] = math.hypot(u - nose_u, v - nose_v)
         value = 0.0
-        leak = self.params.blink_leak
-        for name in self._regions:
-            if name in EYE_ROIS:
-                continue
-            m = motion[name]
+        for name in self._signal_regions:
+            motion = self.motion[name]
             if name in BROW_EYE:
-                m -= leak * motion[BROW_EYE[name]]
-            value = max(value, m)
+                motion -= self.params.blink_leak * self.motion[BROW_EYE[name]]
+            value = max(value, motion)
         return value
 
     def _choose_reference(self, t: float, index: int) -> int | None:
@@ -172,29 +175,37 @@ class FlowSpotter:
         return all(self._calm[(slot + k) % capacity] for k in range(self._guard_n + 1))
 
     def _global_motion(self, flow: np.ndarray, boxes) -> np.ndarray:
-        """Motion of the whole crop (alignment jitter), fitted by least squares to the flow on a coarse
-        grid inside the face but outside the expression regions; a second fit drops the samples the
-        first one explains worst (skin an expression moves that no box covers)."""
-        size = flow.shape[0]
-        step = GRID_STEP
-        ys, xs = np.mgrid[step // 2:size:step, step // 2:size:step]
-        keep = np.ones(xs.shape, dtype=bool)
-        if self.params.fit_face_only:
-            hull = cv2.convexHull(np.concatenate([self._points[:17], self._points[17:27] - [0, 0.1 * size]]).astype(np.float32))
-            inside = np.array([cv2.pointPolygonTest(hull, (float(x), float(y)), False) >= 0 for x, y in zip(xs.ravel(), ys.ravel())])
-            keep &= inside.reshape(xs.shape)
-        for name in ("left_eyebrow", "right_eyebrow", "left_eye", "right_eye", "mouth"):
+        """Motion of the whole crop (alignment jitter: shift, rotation, scale), fitted by least squares
+        to the flow on a coarse grid of samples inside the face but outside the expression regions.
+        The background is left out (it moves against the face whenever the head does), and so are
+        the brows, eyes and mouth. The sample set changes only when the ROI boxes do, so its
+        pseudo-inverse is kept between frames."""
+        mask = self._fit_mask(flow.shape[0], boxes)
+        if self._fit_inverse is None or not np.array_equal(mask, self._fit_samples):
+            self._fit_samples = mask
+            ys, xs = np.nonzero(mask)
+            self._fit_ys, self._fit_xs = ys * GRID_STEP + GRID_STEP // 2, xs * GRID_STEP + GRID_STEP // 2
+            design = np.stack([self._fit_xs, self._fit_ys, np.ones_like(self._fit_xs)], axis=1).astype(np.float64)
+            self._fit_inverse = np.linalg.pinv(design)  # (3, n)
+        target = flow[self._fit_ys, self._fit_xs]  # (n, 2)
+        return (self._fit_inverse @ target).T  # (2, 3): flow = model @ (x, y, 1)
+
+    def _fit_mask(self, size: int, boxes) -> np.ndarray:
+        """Grid samples (one per GRID_STEP px) inside the face outline (jaw line, and the brows raised
+        by a tenth of the crop for the forehead), outside every expression box."""
+        n = size // GRID_STEP
+        mask = self._fit_canvas
+        if mask is None or mask.shape[0] != n:
+            mask = self._fit_canvas = np.zeros((n, n), dtype=np.uint8)
+        mask[:] = 0
+        outline = np.concatenate([self._points[:17], self._points[26:16:-1] - (0.0, FOREHEAD * size)])
+        cv2.fillConvexPoly(mask, np.round(outline / GRID_STEP - 0.5).astype(np.int32), 1)
+        margin = self.params.fit_margin * size
+        for name in FIT_EXCLUDED:
             x0, y0, x1, y1 = boxes[name]
-            keep &= ~((xs >= x0) & (xs < x1) & (ys >= y0) & (ys < y1))
-        x, y = xs[keep].astype(np.float64), ys[keep].astype(np.float64)
-        design = np.stack([x, y, np.ones_like(x)], axis=1)
-        target = flow[ys[keep], xs[keep]].astype(np.float64)
-        solution, *_ = np.linalg.lstsq(design, target, rcond=None)
-        for _ in range(self.params.robust_passes):
-            error = np.hypot(*(design @ solution - target).T)
-            inliers = error <= 2.0 * np.median(error) + 1e-6
-            solution, *_ = np.linalg.lstsq(design[inliers], target[inliers], rcond=None)
-        return solution.T  # (2, 3): flow = model @ (x, y, 1)
+            x0, y0, x1, y1 = (_grid_start(v) for v in (x0 - margin, y0 - margin, x1 + margin, y1 + margin))
+            mask[y0:y1, x0:x1] = 0
+        return mask.astype(bool)
 
     def _plateau(self) -> bool:
         """Above threshold but flat for ``plateau_s``: the face (or its crop) changed for good, e.g. a head
@@ -209,14 +220,15 @@ class FlowSpotter:
         return float(recent.max() - recent.min()) < self.params.plateau_tolerance * float(recent.mean())
 
     def _boxes(self, size: int) -> dict[str, tuple[int, int, int, int]]:
-        """ROI boxes from the averaged landmarks, clipped to the crop; brows end above the upper lids."""
+        """ROI boxes from the averaged landmarks, clipped to the crop; brows end above the upper lids;
+        the mouth also as its two halves, split at the lips' midline."""
         boxes = {name: _clip(box, size) for name, box in spotting_rois(self._points).items()}
         lid_top = float(self._points[UPPER_LID_POINTS, 1].min()) - self.params.brow_eye_gap * size
-        for name in BROW_ROIS:
+        for name in BROW_EYE:
             x0, y0, x1, y1 = boxes[name]
             boxes[name] = (x0, y0, x1, max(y0 + 2, min(y1, int(lid_top))))
         x0, y0, x1, y1 = boxes["mouth"]
-        middle = int(round(float(self._points[[51, 57, 62, 66], 0].mean())))
+        middle = int(round(float(self._points[LIP_MIDLINE_POINTS, 0].mean())))
         middle = min(max(middle, x0 + 2), x1 - 2)
         boxes["mouth_left"], boxes["mouth_right"] = (x0, y0, middle, y1), (middle, y0, x1, y1)
         return boxes
@@ -228,6 +240,11 @@ def _residual(flow: np.ndarray, box: tuple[int, int, int, int], model: np.ndarra
     cx, cy = (box[0] + box[2] - 1) / 2, (box[1] + box[3] - 1) / 2
     return (u - (model[0, 0] * cx + model[0, 1] * cy + model[0, 2]),
             v - (model[1, 0] * cx + model[1, 1] * cy + model[1, 2]))
+
+
+def _grid_start(pixel: float) -> int:
+    """The first grid sample (at GRID_STEP * k + GRID_STEP // 2) at or right of ``pixel``, as k >= 0."""
+    return max(0, math.ceil((pixel - GRID_STEP // 2) / GRID_STEP))
 
 
 def _clip(box, size: int) -> tuple[int, int, int, int]:

@@ -13,7 +13,7 @@ from pydantic import Field, model_validator
 
 from engines.config import ConfigModel, load_config
 
-ROI_NAMES = ("left_eyebrow", "right_eyebrow", "left_eye", "right_eye", "mouth")
+ROI_NAMES = ("left_eyebrow", "right_eyebrow", "mouth")
 
 
 class DetectParams(ConfigModel):
@@ -52,14 +52,11 @@ class FlowParams(ConfigModel):
     plateau_s: float = Field(1.0, gt=0.0)  # a signal flat for this long above threshold is a lasting change:
     plateau_tolerance: float = Field(0.1, gt=0.0, lt=1.0)  # ... flat = (max - min) < this x mean; re-reference
     rois: tuple[Literal[ROI_NAMES], ...] = ("left_eyebrow", "right_eyebrow", "mouth")  # type: ignore[valid-type]
-    eye_weight: float = Field(0.0, ge=0.0, le=1.0)  # weight of the eye ROIs (blinks live there)
     brow_eye_gap: float = Field(0.04, ge=0.0, le=0.5)  # brow boxes end this far (x crop size) above the upper lids
-    compensation: Literal["nose", "affine"] = "affine"
-    split_mouth: bool = False
-    fit_face_only: bool = False
-    robust_passes: int = 0
-    blink_leak: float = Field(0.0, ge=0.0)
-    reference_guard_s: float = Field(0.0, ge=0.0)
+    split_mouth: bool = True  # the mouth as two halves: lip corners moving apart do not cancel
+    fit_margin: float = Field(0.06, ge=0.0, le=0.3)  # global-motion samples keep this far (x crop size) from the ROIs
+    blink_leak: float = Field(0.5, ge=0.0, le=2.0)  # a brow's motion minus this share of its eye's motion
+    reference_guard_s: float = Field(0.1, ge=0.0, le=1.0)  # a reference is followed by this much calm (no blink)
     landmark_smoothing_s: float = Field(0.3, ge=0.0)  # time constant of the landmark average the ROIs come from
 
     @model_validator(mode="after")
