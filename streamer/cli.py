@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     "engines.commands.export",
     "training.commands.train",
     "training.commands.spot",
+    "training.commands.ensemble",
     "streamer.commands.stream",
     "streamer.commands.analyze",
     "streamer.commands.subscribe",

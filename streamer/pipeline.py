@@ -52,6 +52,10 @@ class PipelineStats:
     intervals: int = 0
     events: int = 0
     intervals_lost: int = 0  # spotted but their crops had left the ring (counted, never silent)
+    # Per event: (spotter's decision delay = stream time from the offset frame to the frame that
+    # finalised the interval, in s; the event's latency_ms). Latency minus the decision delay is
+    # what the machine adds: queueing, face, spot, motion, inference, publish.
+    event_delays: list[tuple[float, float]] = field(default_factory=list)
     stage_seconds: dict[str, float] = field(default_factory=lambda: {"decode": 0.0, "face": 0.0, "spot": 0.0, "motion": 0.0,
                                                                      "inference": 0.0, "publish": 0.0})
 
@@ -88,6 +92,7 @@ class Pipeline:
         self.crop_size = tracker.aligner.size
         self.stats = PipelineStats()
         self._faces: dict[int, _Face] = {}
+        self._last_t = 0.0
 
     @property
     def look_ahead_s(self) -> float:
@@ -97,6 +102,7 @@ class Pipeline:
     def process(self, frame: Frame) -> list[FaceFrameRow]:
         """Run one frame; returns one row per tracked face (one ``success=False`` row when none)."""
         self.stats.frames += 1
+        self._last_t = frame.t
         self._observe("decode", frame.decode_s)
         start = time.perf_counter()
         faces = self.tracker.update(frame)
@@ -132,7 +138,7 @@ class Pipeline:
             if self._faces:
                 self.metrics.set_ring_buffer_fill(max(state.ring.fill for state in self._faces.values()))
         for track_id, interval in finished:
-            self._recognise(track_id, interval)
+            self._recognise(track_id, interval, frame.t)
         for track_id in ended:
             self._faces.pop(track_id, None)
         return rows
@@ -142,7 +148,7 @@ class Pipeline:
         self.tracker.end_all()
         finished = [pair for track_id in self.tracker.ended() for pair in self._end_face(track_id)]
         for track_id, interval in finished:
-            self._recognise(track_id, interval)
+            self._recognise(track_id, interval, self._last_t)
         for track_id in list(self._faces):
             self._faces.pop(track_id)
 
@@ -153,7 +159,7 @@ class Pipeline:
         log.info("stream %s: face %d ended", self.stream_id, track_id)
         return [(track_id, interval) for interval in state.spotter.flush()]
 
-    def _recognise(self, track_id: int, interval: SpottedInterval) -> None:
+    def _recognise(self, track_id: int, interval: SpottedInterval, decided_t: float) -> None:
         self.stats.intervals += 1
         if self.metrics is not None:
             self.metrics.interval_spotted(interval.kind)
@@ -178,6 +184,8 @@ class Pipeline:
         event = self.emit(draft)
         self._observe("publish", time.perf_counter() - start)
         self.stats.events += 1
+        if event is not None:
+            self.stats.event_delays.append((max(0.0, decided_t - interval.offset_t), float(event["latency_ms"])))
         if self.metrics is not None and event is not None:
             self.metrics.event_published(event)
 

@@ -89,3 +89,14 @@ def test_a_bad_file_fails_alone_and_the_good_one_is_still_analysed(analysed, tmp
     assert "exited 2" in message and "junk.mp4" in message and "1 of 2 videos failed" in message
     assert _events(out / videos[0].stem / "events.jsonl")  # the good video was analysed in full
     assert not (out / "junk").exists() or not any((out / "junk").iterdir())
+
+
+def test_annotated_video_only_on_request(tmp_path):
+    folder = synth_long(tmp_path / "clip", fps=30, duration=4, micro=1, macro=0, seed=3)
+    video = next(folder.glob("*.mp4"))
+    mer("analyze", str(video), "--out", str(tmp_path / "out"), "--video", "--no-progress")
+    annotated = cv2.VideoCapture(str(tmp_path / "out" / video.stem / "annotated.mp4"))
+    frames = int(annotated.get(cv2.CAP_PROP_FRAME_COUNT))
+    ok, image = annotated.read()
+    annotated.release()
+    assert ok and image.shape == (240, 320, 3) and frames == 120

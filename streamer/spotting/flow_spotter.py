@@ -50,7 +50,9 @@ MOUTH_HALVES = ("mouth_left", "mouth_right")
 UPPER_LID_POINTS = [37, 38, 43, 44]
 LIP_MIDLINE_POINTS = [51, 57, 62, 66]
 REFERENCE_ROI = "nose"
-FIT_EXCLUDED = ("left_eyebrow", "right_eyebrow", "left_eye", "right_eye", "mouth")  # no global-motion samples here
+FIT_EXCLUDED = ("left_eyebrow", "right_eyebrow", "left_eye", "right_eye", "mouth", "chin")
+CHIN_POINTS = [7, 8, 9]  # the chin box spans these jaw points' width, from under the mouth box ...
+CHIN_DEPTH = 0.6  # ... down this share of the way to the chin's tip (point 8)  # no global-motion samples here
 FOREHEAD = 0.1  # the face outline reaches this far (share of the crop) above the brows
 GRID_STEP = 4  # pixels between the flow samples the global motion is fitted to
 
@@ -81,6 +83,8 @@ class FlowSpotter:
         self._reference: int | None = None  # frame index of the reference
         self._reference_t = 0.0
         self._last_t: float | None = None
+        self._previous: int | None = None  # the frame before the current one
+        self._previous_t = 0.0
         self._engine = _flow_engine(flow)
 
     @property
@@ -104,6 +108,7 @@ class FlowSpotter:
         value = self._signal(gray, t, index)
         self._calm[slot] = bool(self.motion) and max(self.motion.values()) <= self.detector.threshold
         self._last_t = t
+        self._previous, self._previous_t = index, t
         return self.detector.push(index, t, value)
 
     def flush(self) -> list[SpottedInterval]:
@@ -146,6 +151,11 @@ class FlowSpotter:
         buffer, detector = self.buffer, self.detector
         if self._reference is not None and self._reference not in buffer:
             self._reference = None  # overwritten (a gap in the track): start afresh
+        if (detector.closed or detector.settling) and self._previous is not None and self._previous in buffer:
+            # an expression has just ended: measure from its end, not from the neutral face before it (the
+            # face need not return exactly there); after a release, follow the face frame to frame until
+            # it is still again
+            self._reference, self._reference_t = self._previous, self._previous_t
         forced = self._reference is not None and (
             t - self._reference_t > self.params.max_reference_age_s or self._plateau())
         if self._reference is not None and not detector.quiet and not forced:
@@ -231,6 +241,9 @@ class FlowSpotter:
         middle = int(round(float(self._points[LIP_MIDLINE_POINTS, 0].mean())))
         middle = min(max(middle, x0 + 2), x1 - 2)
         boxes["mouth_left"], boxes["mouth_right"] = (x0, y0, middle, y1), (middle, y0, x1, y1)
+        chin = self._points[CHIN_POINTS]
+        bottom = y1 + CHIN_DEPTH * (float(self._points[8, 1]) - y1)  # off the jaw edge: the background slides there
+        boxes["chin"] = _clip((chin[:, 0].min(), y1, chin[:, 0].max(), bottom), size)
         return boxes
 
 

@@ -13,7 +13,7 @@ from pydantic import Field, model_validator
 
 from engines.config import ConfigModel, load_config
 
-ROI_NAMES = ("left_eyebrow", "right_eyebrow", "mouth")
+ROI_NAMES = ("left_eyebrow", "right_eyebrow", "mouth", "chin")
 
 
 class DetectParams(ConfigModel):
@@ -26,6 +26,7 @@ class DetectParams(ConfigModel):
     min_threshold: float = Field(0.0, ge=0.0)  # ... and never below this (signal units)
     boundary_fraction: float = Field(0.2, gt=0.0, lt=1.0)  # onset/offset where the signal falls to this share of the peak
     valley_fraction: float = Field(0.5, gt=0.0, le=1.0)  # a boundary walk below this share stops where the signal rises again
+    release_fraction: float = Field(0.2, ge=0.0, lt=1.0)  # a region also ends where the signal falls to this share of its peak
     merge_gap_s: float = Field(0.1, ge=0.0)  # a dip below threshold shorter than this does not end a region
     look_ahead_s: float = Field(0.3, ge=0.0)  # an interval is final this long after its offset
     min_duration_s: float = Field(0.04, ge=0.0)  # intervals shorter than this are dropped (1/25 s)

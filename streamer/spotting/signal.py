@@ -81,10 +81,11 @@ class SignalHistory(IndexedRing):
 class _Region:
     """A run of frames above the threshold, from its first to its last frame above."""
 
-    __slots__ = ("first", "first_t", "last", "last_t", "too_long")
+    __slots__ = ("first", "first_t", "last", "last_t", "peak", "too_long")
 
-    def __init__(self, index: int, t: float) -> None:
+    def __init__(self, index: int, t: float, value: float) -> None:
         self.first, self.first_t, self.last, self.last_t = index, t, index, t
+        self.peak = value  # highest smoothed value so far
         self.too_long = False  # above threshold for longer than any expression: dropped when it ends
 
 
@@ -112,6 +113,9 @@ class SignalDetector:
         self._open: _Region | None = None
         self._pending: list[_Region] = []
         self._last_offset = -1
+        self.closed = False  # the last frame closed a region
+        self.released = False  # the last frame closed a region that fell to its release level, not the threshold
+        self._refractory = False  # after a release: no new region until the signal is back under the threshold
 
     def push(self, index: int, t: float, value: float) -> list[SpottedInterval]:
         """Add one frame's signal value; returns the intervals that became final."""
@@ -138,6 +142,11 @@ class SignalDetector:
         latest_t = self.history.latest_t
         return self._finalize(latest_t if latest_t is not None else 0.0, flushing=True)
 
+    @property
+    def settling(self) -> bool:
+        """After a release, until the signal is back under the threshold (no region opens meanwhile)."""
+        return self._refractory
+
     def _update_threshold(self, t: float) -> None:
         history = self.history
         held = history.indices >= 0
@@ -151,18 +160,33 @@ class SignalDetector:
         self.threshold = max(median + self.params.threshold_k * spread, self.params.min_threshold)
 
     def _track_regions(self, index: int, t: float) -> None:
-        if not self.quiet:
-            if self._open is None:
-                self._open = _Region(index, t)
+        """Open, extend and close the region of frames above the threshold. A region also ends once
+        the signal has fallen to ``release_fraction`` of its peak's rise (for ``merge_gap_s``): after
+        an expression the signal need not return under the threshold (the face, or the reference the
+        signal is measured from, drifted meanwhile), and ``released`` tells the spotter to start afresh."""
+        self.released = self.closed = False
+        if self.quiet:
+            self._refractory = False
+        region = self._open
+        inside = not self.quiet and not self._refractory
+        if inside and region is not None:
+            release = self.baseline + self.params.release_fraction * (region.peak - self.baseline)
+            inside = self.smoothed > release
+        if inside:
+            if region is None:
+                self._open = _Region(index, t, self.smoothed)
             else:
-                self._open.last, self._open.last_t = index, t
-        elif self._open is not None and t - self._open.last_t > self.params.merge_gap_s:
-            if self._open.too_long:
+                region.last, region.last_t = index, t
+                region.peak = max(region.peak, self.smoothed)
+        elif region is not None and t - region.last_t > self.params.merge_gap_s:
+            if region.too_long:
                 log.debug("dropped frames %d..%d: above threshold for longer than any expression",
-                          self._open.first, self._open.last)
+                          region.first, region.last)
             else:
-                self._pending.append(self._open)
+                self._pending.append(region)
             self._open = None
+            self.closed = True
+            self.released = self._refractory = not self.quiet
         if self._open is not None and t - self._open.first_t > self.params.max_duration_s:
             self._open.too_long = True
 
