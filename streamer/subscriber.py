@@ -98,8 +98,7 @@ class EventSubscriber:
         """The next event, or None when none arrived within ``timeout`` seconds (None: wait forever)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         if self._initial_replay:
-            self._replay(self._next_seq, None)
-            self._initial_replay = False
+            self._first_replay(deadline)
         last_activity = time.monotonic()
         while not self._pending:
             now = time.monotonic()
@@ -118,6 +117,23 @@ class EventSubscriber:
                 self._catch_up()
                 last_activity = time.monotonic()
         return self._pending.popleft()
+
+    def _first_replay(self, deadline: float | None) -> None:
+        """The history from ``from_seq``; a publisher that is not up yet is waited for until ``deadline``.
+
+        A subscriber is often started before (or together with) the publisher it follows, so
+        an unanswered first request is retried rather than fatal.
+        """
+        while True:
+            try:
+                self._replay(self._next_seq, None)
+            except ReplayError as exc:
+                if deadline is not None and time.monotonic() + self.replay_timeout_s > deadline:
+                    raise
+                log.info("%s; retrying", exc)
+                continue
+            self._initial_replay = False
+            return
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         while True:

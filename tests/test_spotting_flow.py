@@ -59,6 +59,31 @@ def test_mouth_motion_is_spotted_and_head_motion_is_not(face):
     assert spotter.look_ahead_s == 0.3
 
 
+def test_after_an_expression_the_motion_is_measured_from_its_end(face):
+    """The mouth moves 2 px and comes back only to 0.2 px (the face need not return exactly to where
+    it was): the residual 0.2 px would stay above the threshold forever if the motion were still
+    measured from the frame before the expression, and the region would never end. The region is
+    released at a fifth of its peak and the reference moves to its end."""
+    texture, points = face
+    spotter = create_spotter(load_spot_params(), FPS)
+    noise = np.random.default_rng(1)
+    found, signal = [], []
+    for i in range(240):
+        if i < 90:
+            mouth = 0.0
+        elif i <= 94:
+            mouth = 2.0 * (1 - math.cos(math.pi * (i - 90) / 4)) / 2
+        elif i <= 99:
+            mouth = 0.2 + 1.8 * (1 + math.cos(math.pi * (i - 94) / 5)) / 2
+        else:
+            mouth = 0.2
+        found += spotter.push(render(texture, points, mouth, 0.0, noise), i / FPS, i, points)
+        signal.append(spotter.signal)
+    found += spotter.flush()
+    assert [(i.onset, i.apex, i.offset) for i in found] == [(90, 94, 99)]
+    assert max(signal[110:]) < 0.05 * max(signal)  # measured from the new reference: the 0.2 px is gone
+
+
 def test_uniform_lbp_codes_and_block_histograms():
     from streamer.spotting.lbp_spotter import N_BINS, LbpFeatures, uniform_lut
 

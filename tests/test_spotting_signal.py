@@ -96,3 +96,35 @@ def test_profiles_load_and_bad_keys_name_the_key(tmp_path):
         parse_config({"detect": {"smoothing": 1}}, SpotParams)
     with pytest.raises(ConfigError, match="min_duration_s must be smaller"):
         parse_config({"detect": {"min_duration_s": 5.0}}, SpotParams)
+
+
+def drift_after_bump(i: int) -> float:
+    """Rises to 1.0 over frames 100..110, falls back over 110..120, but only to 0.1 above the quiet level:
+    after an expression the face (or the reference frame the motion is measured from) has drifted."""
+    if i < 100:
+        return 0.0
+    if i <= 110:
+        return (1 - math.cos(math.pi * (i - 100) / 10)) / 2
+    if i <= 120:
+        return 0.1 + 0.9 * (1 + math.cos(math.pi * (i - 110) / 10)) / 2
+    return 0.1
+
+
+def test_a_region_is_released_when_the_signal_falls_to_a_share_of_its_peak():
+    values = [quiet(i) + drift_after_bump(i) for i in range(400)]
+    detector = SignalDetector(DetectParams(smooth_s=0.0, release_fraction=0.2), FPS)
+    emitted, released = [], []
+    for i, value in enumerate(values):
+        emitted += [(i, interval) for interval in detector.push(i, i / FPS, value)]
+        if detector.released:
+            released.append(i)
+    assert detector.threshold == pytest.approx(0.184, abs=0.001)  # the 0.1 plateau stays above it
+    assert [(i, x.onset, x.apex, x.offset) for i, x in emitted] == [(127, 102, 110, 118)]
+    assert released == [120] and detector.settling  # no new region opens on the plateau
+    assert detector.flush() == []
+
+
+def test_without_release_the_drifted_region_never_ends_and_is_lost():
+    values = [quiet(i) + drift_after_bump(i) for i in range(400)]
+    detector = SignalDetector(DetectParams(smooth_s=0.0, release_fraction=0.0), FPS)
+    assert run(detector, values) == [] and detector.flush() == []  # above threshold > max_duration_s: dropped

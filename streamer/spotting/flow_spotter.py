@@ -50,7 +50,7 @@ MOUTH_HALVES = ("mouth_left", "mouth_right")
 UPPER_LID_POINTS = [37, 38, 43, 44]
 LIP_MIDLINE_POINTS = [51, 57, 62, 66]
 REFERENCE_ROI = "nose"
-FIT_EXCLUDED = ("left_eyebrow", "right_eyebrow", "left_eye", "right_eye", "mouth", "chin")
+FIT_EXCLUDED = ("left_eyebrow", "right_eyebrow", "left_eye", "right_eye", "mouth")
 CHIN_POINTS = [7, 8, 9]  # the chin box spans these jaw points' width, from under the mouth box ...
 CHIN_DEPTH = 0.6  # ... down this share of the way to the chin's tip (point 8)  # no global-motion samples here
 FOREHEAD = 0.1  # the face outline reaches this far (share of the crop) above the brows
@@ -79,6 +79,8 @@ class FlowSpotter:
         self._fit_inverse: np.ndarray | None = None
         self._fit_xs = self._fit_ys = np.zeros(0, dtype=np.intp)
         self._calm = np.zeros(self._capacity, dtype=bool)  # per buffer slot: no region (eyes included) moved
+        self._eyes_open = np.zeros(self._capacity, dtype=bool)  # per buffer slot: the eyes did not move (no blink)
+        self._rebase = False  # a region closed: move the reference to the next frame with the eyes open
         self._guard_n = round(flow.reference_guard_s * fps)
         self._reference: int | None = None  # frame index of the reference
         self._reference_t = 0.0
@@ -103,10 +105,11 @@ class FlowSpotter:
             self._flow = np.zeros((gray.shape[0], gray.shape[0], 2), dtype=np.float32)
             np.copyto(self._points, points, casting="same_kind")
         slot = self.buffer.push(gray, t, index, points)
-        self._calm[slot] = False
+        self._calm[slot] = self._eyes_open[slot] = False
         self._smooth_points(points, t)
         value = self._signal(gray, t, index)
         self._calm[slot] = bool(self.motion) and max(self.motion.values()) <= self.detector.threshold
+        self._eyes_open[slot] = bool(self.motion) and max(self.motion[eye] for eye in EYE_ROIS) <= self.detector.threshold
         self._last_t = t
         self._previous, self._previous_t = index, t
         return self.detector.push(index, t, value)
@@ -151,11 +154,14 @@ class FlowSpotter:
         buffer, detector = self.buffer, self.detector
         if self._reference is not None and self._reference not in buffer:
             self._reference = None  # overwritten (a gap in the track): start afresh
-        if (detector.closed or detector.settling) and self._previous is not None and self._previous in buffer:
+        self._rebase = self._rebase or detector.closed
+        if (self._rebase or detector.settling) and self._previous is not None and self._previous in buffer \
+                and self._eyes_open[buffer.slot(self._previous)]:
             # an expression has just ended: measure from its end, not from the neutral face before it (the
-            # face need not return exactly there); after a release, follow the face frame to frame until
-            # it is still again
+            # face need not return exactly there), but never from a frame inside a blink; after a release,
+            # follow the face frame to frame until it is still again
             self._reference, self._reference_t = self._previous, self._previous_t
+            self._rebase = False
         forced = self._reference is not None and (
             t - self._reference_t > self.params.max_reference_age_s or self._plateau())
         if self._reference is not None and not detector.quiet and not forced:

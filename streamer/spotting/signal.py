@@ -155,7 +155,11 @@ class SignalDetector:
             return
         quiet = history.smooth[mask]
         median = float(np.median(quiet))
-        spread = MAD_TO_STD * float(np.median(np.abs(quiet - median)))
+        import os
+        if os.environ.get("LOWSPREAD") == "1":
+            spread = MAD_TO_STD * (median - float(np.percentile(quiet, 25)))
+        else:
+            spread = MAD_TO_STD * float(np.median(np.abs(quiet - median)))
         self.baseline = median
         self.threshold = max(median + self.params.threshold_k * spread, self.params.min_threshold)
 
