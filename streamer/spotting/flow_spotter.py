@@ -2,8 +2,8 @@
 
 Per frame: dense optical flow (OpenCV DIS, or Farneback) from a *reference* frame to the
 current aligned crop; the crop's own motion (alignment jitter) is fitted and removed; then
-the mean flow vector of each region (the two eyebrows and the two halves of the mouth)
-minus the nose region's, and the frame's signal is the largest of those magnitudes, in
+the mean flow vector of each region (the two eyebrows, the two halves of the mouth and the
+chin) minus the nose region's, and the frame's signal is the largest of those magnitudes, in
 crop pixels.
 
 **Global motion.** An affine motion is fitted by least squares to the flow on a 4-px grid
@@ -15,6 +15,11 @@ turn it into a false scale change that moves the mouth.
 **Mouth halves.** Lip corners pulled apart (AU12, AU14) or down (AU15) move the two halves
 of the mouth in opposite directions: the mean over the whole mouth cancels them.
 
+**Chin.** The chin raiser (AU17) pushes the skin under the lower lip up; the mouth box sees
+little of it. The chin box runs from under the mouth box 60 % of the way down to the chin's tip,
+between jaw points 7 and 9 (not to the jaw's edge, where the background slides when the head
+turns).
+
 **Reference frame.** The flow runs from the newest *quiet* frame (signal below the
 threshold) that is at least ``reference_lag_s`` old and is followed by ``reference_guard_s``
 of calm frames (no region, eyes included, above the threshold: a reference never sits at
@@ -22,6 +27,13 @@ the start of a blink), and the reference stops advancing while the face is movin
 during an expression the signal is the displacement from the neutral face just before it
 (one hump from onset to offset), never from a frame inside another expression, which would
 echo it ``lag`` later. A reference is never older than ``max_reference_age_s``.
+
+**After an expression** the reference jumps to the frame where its region closed: the face
+need not come back exactly to the neutral frame before it (a slow tail, the alignment drifting
+meanwhile), and measured from that old frame the leftover would hold the signal over the threshold.
+When the region was *released* (the signal fell to ``release_fraction`` of its peak without
+getting under the threshold, see signal.py) the reference follows the face frame to frame
+until the signal is under the threshold again.
 
 **Blinks** are the most frequent false positive: a blink moves the lids by several pixels
 and drags the skin below the brows with it. The eye regions are measured but never part of
@@ -50,9 +62,11 @@ MOUTH_HALVES = ("mouth_left", "mouth_right")
 UPPER_LID_POINTS = [37, 38, 43, 44]
 LIP_MIDLINE_POINTS = [51, 57, 62, 66]
 REFERENCE_ROI = "nose"
+# No global-motion samples in these boxes. The chin stays in the fit: excluding it too cost more
+# false positives than it won chin raisers (measured, docs/spotting.md).
 FIT_EXCLUDED = ("left_eyebrow", "right_eyebrow", "left_eye", "right_eye", "mouth")
 CHIN_POINTS = [7, 8, 9]  # the chin box spans these jaw points' width, from under the mouth box ...
-CHIN_DEPTH = 0.6  # ... down this share of the way to the chin's tip (point 8)  # no global-motion samples here
+CHIN_DEPTH = 0.6  # ... down this share of the way to the chin's tip (point 8), off the jaw's edge
 FOREHEAD = 0.1  # the face outline reaches this far (share of the crop) above the brows
 GRID_STEP = 4  # pixels between the flow samples the global motion is fitted to
 
@@ -79,13 +93,11 @@ class FlowSpotter:
         self._fit_inverse: np.ndarray | None = None
         self._fit_xs = self._fit_ys = np.zeros(0, dtype=np.intp)
         self._calm = np.zeros(self._capacity, dtype=bool)  # per buffer slot: no region (eyes included) moved
-        self._eyes_open = np.zeros(self._capacity, dtype=bool)  # per buffer slot: the eyes did not move (no blink)
-        self._rebase = False  # a region closed: move the reference to the next frame with the eyes open
         self._guard_n = round(flow.reference_guard_s * fps)
         self._reference: int | None = None  # frame index of the reference
         self._reference_t = 0.0
         self._last_t: float | None = None
-        self._previous: int | None = None  # the frame before the current one
+        self._previous: int | None = None  # the frame before the current one (the reference after a region)
         self._previous_t = 0.0
         self._engine = _flow_engine(flow)
 
@@ -105,11 +117,10 @@ class FlowSpotter:
             self._flow = np.zeros((gray.shape[0], gray.shape[0], 2), dtype=np.float32)
             np.copyto(self._points, points, casting="same_kind")
         slot = self.buffer.push(gray, t, index, points)
-        self._calm[slot] = self._eyes_open[slot] = False
+        self._calm[slot] = False
         self._smooth_points(points, t)
         value = self._signal(gray, t, index)
         self._calm[slot] = bool(self.motion) and max(self.motion.values()) <= self.detector.threshold
-        self._eyes_open[slot] = bool(self.motion) and max(self.motion[eye] for eye in EYE_ROIS) <= self.detector.threshold
         self._last_t = t
         self._previous, self._previous_t = index, t
         return self.detector.push(index, t, value)
@@ -154,14 +165,11 @@ class FlowSpotter:
         buffer, detector = self.buffer, self.detector
         if self._reference is not None and self._reference not in buffer:
             self._reference = None  # overwritten (a gap in the track): start afresh
-        self._rebase = self._rebase or detector.closed
-        if (self._rebase or detector.settling) and self._previous is not None and self._previous in buffer \
-                and self._eyes_open[buffer.slot(self._previous)]:
+        if (detector.closed or detector.settling) and self._previous is not None and self._previous in buffer:
             # an expression has just ended: measure from its end, not from the neutral face before it (the
-            # face need not return exactly there), but never from a frame inside a blink; after a release,
-            # follow the face frame to frame until it is still again
+            # face need not return exactly there); after a release, follow the face frame to frame until
+            # it is still again
             self._reference, self._reference_t = self._previous, self._previous_t
-            self._rebase = False
         forced = self._reference is not None and (
             t - self._reference_t > self.params.max_reference_age_s or self._plateau())
         if self._reference is not None and not detector.quiet and not forced:
@@ -248,7 +256,7 @@ class FlowSpotter:
         middle = min(max(middle, x0 + 2), x1 - 2)
         boxes["mouth_left"], boxes["mouth_right"] = (x0, y0, middle, y1), (middle, y0, x1, y1)
         chin = self._points[CHIN_POINTS]
-        bottom = y1 + CHIN_DEPTH * (float(self._points[8, 1]) - y1)  # off the jaw edge: the background slides there
+        bottom = y1 + CHIN_DEPTH * (float(self._points[8, 1]) - y1)  # the background slides at the jaw's edge
         boxes["chin"] = _clip((chin[:, 0].min(), y1, chin[:, 0].max(), bottom), size)
         return boxes
 

@@ -8,6 +8,9 @@ Both spotters reduce each frame to one number (how much the face has moved or ch
    of the smoothed signal over the last ``baseline_s`` of *quiet* frames, so the noise
    level of a camera, a face or the lighting sets the bar, not a constant.
 3. **Regions**: runs above the threshold; a dip shorter than ``merge_gap_s`` does not end one.
+   A region also ends once the signal has fallen to ``release_fraction`` of its peak's rise
+   (for ``merge_gap_s``) even if it stays above the threshold: *released* (the flow spotter
+   then re-references); no new region opens until the signal is under the threshold again.
 4. **Boundaries**: from the region's peak, walk outward until the signal falls to
    ``boundary_fraction`` of the peak's rise above the quiet level, or, once below
    ``valley_fraction`` of it, starts rising again (a valley: the next event begins there).
@@ -155,11 +158,7 @@ class SignalDetector:
             return
         quiet = history.smooth[mask]
         median = float(np.median(quiet))
-        import os
-        if os.environ.get("LOWSPREAD") == "1":
-            spread = MAD_TO_STD * (median - float(np.percentile(quiet, 25)))
-        else:
-            spread = MAD_TO_STD * float(np.median(np.abs(quiet - median)))
+        spread = MAD_TO_STD * float(np.median(np.abs(quiet - median)))
         self.baseline = median
         self.threshold = max(median + self.params.threshold_k * spread, self.params.min_threshold)
 
