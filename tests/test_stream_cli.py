@@ -89,7 +89,9 @@ def test_stream_publishes_every_event_to_a_subscriber_process(short_video, tmp_p
     frames = scraped['mer_frames_read_total{stream=cam1}']
     assert 30 <= frames <= 300
     assert scraped['mer_faces_tracked{stream=cam1}'] == 1
-    assert scraped['mer_stage_latency_seconds_count{stage=face,stream=cam1}'] >= frames - 8  # queue
+    analysed = scraped['mer_stage_latency_seconds_count{stage=face,stream=cam1}']
+    dropped_so_far = scraped.get('mer_frames_dropped_total{reason=queue_full,stream=cam1}', 0)
+    assert analysed + dropped_so_far >= frames - 8  # up to a queue's worth still waiting at the scrape
     assert any(key.startswith("mer_engine_info{") and "backend=onnxruntime" in key for key in scraped)
 
 
