@@ -19,17 +19,9 @@ from streamer.stream_config import (
     StreamConfig,
     load_stream_config,
 )
-from tests.video_clips import write_cv2, write_pyav
-
-WAIT_S = 20.0  # generous: the machine is shared; never reached when things work
+from tests.video_clips import WAIT_S, wait_until, write_cv2, write_pyav
 
 
-def wait_until(condition, what: str) -> None:
-    deadline = time.monotonic() + WAIT_S
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.005)
 
 
 def test_file_is_read_completely_by_a_slow_consumer(tmp_path):

@@ -16,9 +16,8 @@ import pytest
 from streamer.capture import CaptureCounters, CaptureLoop
 from streamer.sources import NetworkSource
 from streamer.stream_config import CaptureConfig
-from tests.video_clips import write_pyav
+from tests.video_clips import WAIT_S, wait_until, write_pyav
 
-WAIT_S = 20.0  # generous upper bounds; a working stream takes well under a second
 SIZE = (160, 120)
 
 
@@ -56,13 +55,6 @@ def free_port(kind: int) -> int:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
 
-
-def wait_until(condition, what: str) -> None:
-    deadline = time.monotonic() + WAIT_S
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.01)
 
 
 def connect(url: str, config: CaptureConfig) -> NetworkSource:

@@ -6,6 +6,7 @@ through a lossy codec.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from fractions import Fraction
 from pathlib import Path
@@ -57,3 +58,15 @@ def write_cv2(path: Path, frames: int, fps: float = 30, fourcc: str = "mp4v", si
 def frame_level(image: np.ndarray) -> int:
     """The gray level a decoded flat frame shows (codecs shift it by a few values)."""
     return int(round(float(image.mean())))
+
+
+WAIT_S = 20.0  # generous upper bound for anything a test waits on; never reached when things work
+
+
+def wait_until(condition: Callable[[], bool], what: str, poll_s: float = 0.005) -> None:
+    """Poll ``condition`` until it holds; fail naming ``what`` after ``WAIT_S``."""
+    deadline = time.monotonic() + WAIT_S
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(poll_s)
