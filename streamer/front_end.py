@@ -25,6 +25,7 @@ class FacesConfig(ConfigModel):
     align_method: Literal["affine3", "eyes"] = "affine3"  # 3-point template, or eye-corner rotation + crop
     smoothing: bool = True  # steady the alignment transform over time (not the landmarks)
     detect_interval_s: float = Field(1.0, gt=0)  # full detection at most this often while faces are tracked
+    landmark_interval_s: float = Field(0.05, ge=0)  # landmarks refitted at most this often (0: every frame)
     max_faces: int = Field(4, ge=1, le=32)
 
 
@@ -33,4 +34,4 @@ def build_tracker(config: FacesConfig | None = None) -> FaceTracker:
     config = config or FacesConfig()
     aligner = FaceAligner(config.crop_size, config.align_method, smoothing=config.smoothing)
     return FaceTracker(create_backend(config.backend), aligner, detect_interval_s=config.detect_interval_s,
-                       max_faces=config.max_faces)
+                       max_faces=config.max_faces, landmark_interval_s=config.landmark_interval_s)

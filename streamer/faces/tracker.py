@@ -43,6 +43,7 @@ class _Track:
     aligned: AlignedFace
     template: np.ndarray  # zero-mean, unit-norm patch from the last detection
     misses: int = 0  # detector runs in a row that did not find this face
+    refined_t: float = float("-inf")  # stream time of the last landmark fit
 
 
 class FaceTracker:
@@ -60,6 +61,7 @@ class FaceTracker:
         detect_interval_s: float = 1.0,
         max_faces: int = 4,
         search_interval_s: float = 0.1,
+        landmark_interval_s: float = 0.0,
         min_iou: float = 0.3,
         min_similarity: float = 0.5,
         max_misses: int = 3,
@@ -69,6 +71,11 @@ class FaceTracker:
         self.detect_interval_s = detect_interval_s
         self.max_faces = max_faces
         self.search_interval_s = search_interval_s
+        # Landmarks are fitted at most this often (0: every frame); in between, the last fit is
+        # re-applied to the new frame. The crop's transform is smoothed over ~1 s and the
+        # spotter's regions over 0.3 s anyway, so a 50 ms landmark rate costs them nothing
+        # while it halves the tracker's cost at 30 fps (and more at 200 fps).
+        self.landmark_interval_s = landmark_interval_s
         self.min_iou = min_iou
         self.min_similarity = min_similarity
         self.max_misses = max_misses
@@ -106,6 +113,10 @@ class FaceTracker:
         """Moves every track to this frame; returns (and unlists) the tracks whose face was lost."""
         lost = []
         for track in self._tracks:
+            if frame.t - track.refined_t < self.landmark_interval_s:
+                track.aligned = self.aligner.align(frame.image, track.landmarks.points, track.smoother, frame.t)
+                continue
+            track.refined_t = frame.t
             landmarks = self.backend.refine(frame.image, track.landmarks.box)
             similarity = -1.0
             if landmarks is not None:
