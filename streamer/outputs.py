@@ -73,20 +73,20 @@ def write_intervals_csv(path: Path, video: str, events: Sequence[dict], subject:
             writer.writerow([video, event["onset"]["frame"] + 1, event["offset"]["frame"] + 1, subject])
 
 
-def write_timeline_png(path: Path, title: str, rows: Sequence[FaceFrameRow], events: Sequence[dict]) -> None:
-    """The spotting signal of each face over time, with each event's interval and label."""
+def write_timeline_png(path: Path, title: str, signals: Sequence[tuple[int, float, float]],
+                       events: Sequence[dict]) -> None:
+    """The spotting signal of each face over time (``(face, t, signal)`` triples), with each
+    event's interval and label."""
     import matplotlib
 
     matplotlib.use("Agg")  # never a window: this runs headless and in tests
     from matplotlib import pyplot as plt
 
     figure, axes = plt.subplots(figsize=(12, 3.2), dpi=100)
-    faces = sorted({row.face_id for row in rows if row.success})
+    faces = sorted({face for face, _, _ in signals})
     for face in faces:
-        points = [(row.t, row.signal) for row in rows if row.face_id == face and row.signal is not None]
-        if points:
-            times, values = zip(*points, strict=True)
-            axes.plot(times, values, linewidth=0.8, label=f"face {face}")
+        times, values = zip(*((t, value) for f, t, value in signals if f == face), strict=True)
+        axes.plot(times, values, linewidth=0.8, label=f"face {face}")
     colours = {"micro": "tab:red", "macro": "tab:orange"}
     for event in events:
         start, end = event["onset"]["t"], event["offset"]["t"]

@@ -71,7 +71,7 @@ def analyze_file(path: Path, out_dir: Path, config, recognizer, *, video: bool =
     pipeline = build_pipeline(config, stream_id=path.stem, fps=fps, recognizer=recognizer, emit=events)
     frame_csv = FrameCsvWriter(out_dir / "frames.csv")
     annotated = AnnotatedVideoWriter(out_dir / "annotated.mp4", fps, source.size) if video else None
-    rows_all = []
+    signals: list[tuple[int, float, float]] = []  # (face, t, signal) for the timeline; not the landmarks
     bar = tqdm(total=source.frame_count or None, desc=path.name, unit="frame", disable=not progress)
     started = time.perf_counter()
     failure: Exception | None = None
@@ -82,7 +82,7 @@ def analyze_file(path: Path, out_dir: Path, config, recognizer, *, video: bool =
                 rows = pipeline.process(frame)
                 for row in rows:
                     frame_csv.write(row)
-                rows_all.extend(rows)
+                signals.extend((row.face_id, row.t, row.signal) for row in rows if row.signal is not None)
                 if annotated is not None:
                     for event in events.events[shown:]:
                         annotated.show_event(event)
@@ -99,7 +99,7 @@ def analyze_file(path: Path, out_dir: Path, config, recognizer, *, video: bool =
             annotated.close()
     elapsed = time.perf_counter() - started
     write_intervals_csv(out_dir / "intervals.csv", path.stem, events.events, subject)
-    write_timeline_png(out_dir / "timeline.png", f"{path.name}: spotting signal and events", rows_all,
+    write_timeline_png(out_dir / "timeline.png", f"{path.name}: spotting signal and events", signals,
                        events.events)
     summary = {
         "file": str(path),

@@ -13,7 +13,6 @@ import signal
 import threading
 from pathlib import Path
 
-from engines.errors import MerError
 from streamer.capture import CaptureCounters, CaptureLoop
 from streamer.metrics import StreamMetrics, serve_metrics
 from streamer.publisher import EventPublisher
@@ -89,8 +88,6 @@ def run_stream(args: argparse.Namespace) -> int:
             pipeline.process(frame)
             if stop_requested.is_set():
                 break
-    except MerError:
-        raise
     finally:
         loop.stop()
         if pipeline is not None:
