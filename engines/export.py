@@ -93,7 +93,7 @@ FORMATS: dict[str, ExportFormat] = {
     for fmt in (
         ExportFormat("onnx", ".onnx", False, ("opset",), "ONNX graph, dynamic batch (ONNX Runtime and torch backends)"),
         ExportFormat(
-            "tensorrt", ".plan", True, ("opset", "half", "max_batch"),
+            "tensorrt", ".plan", True, ("opset", "precision", "max_batch", "calibration"),
             "ONNX plus a serialised TensorRT plan (NVIDIA GPU with TensorRT 10)",
         ),
     )
@@ -254,7 +254,8 @@ def export_model(
     training: Mapping[str, Any] | None = None,
     metrics: Mapping[str, Any] | None = None,
     source: Mapping[str, Any] | None = None,
-    half: bool = False,
+    precision: str = "fp32",
+    calibration: str | Path | None = None,
     max_batch: int = 64,
     overwrite: bool = False,
 ) -> EngineManifest:
@@ -272,7 +273,14 @@ def export_model(
         raise InputError(f"max_batch must be >= 1, got {max_batch}", column="max_batch")
     if "tensorrt" in formats:
         from engines.runtime.tensorrt_backend import require_tensorrt
+        from engines.runtime.tensorrt_support import PRECISIONS, read_calibration_set
 
+        if precision not in PRECISIONS:
+            raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}", column="precision")
+        if (precision == "int8") != (calibration is not None):
+            raise InputError("an int8 plan needs a calibration set, and only an int8 plan takes one",
+                             column="calibration")
+        calibration_set = read_calibration_set(calibration) if calibration is not None else None
         require_tensorrt()  # before anything is written
     cfg = model.cfg
     model = model.eval()
@@ -327,10 +335,22 @@ def export_model(
     files = {ONNX_NAME: onnx_path, WEIGHTS_NAME: weights_path}
     if "tensorrt" in formats:
         from engines.runtime.tensorrt_backend import build_plan_file
+        from engines.runtime.tensorrt_support import calibration_contract, check_onnx_for_tensorrt
 
+        problems = check_onnx_for_tensorrt(onnx_path, max_batch)
+        if problems:
+            raise InputError("TensorRT would refuse this model: " + "; ".join(problems), path=onnx_path)
+        if calibration_set is not None:
+            wanted = calibration_contract(manifest)
+            if calibration_set.contract != wanted:
+                raise InputError(f"calibration set made for {calibration_set.contract}, the engine takes {wanted}",
+                                 path=calibration_set.path)
         plan_path, plan_info = build_plan_file(onnx_path, out_dir, sample_shape=(channels, height, width),
-                                               half=half, max_batch=max_batch)
+                                               precision=precision, max_batch=max_batch, calibration=calibration_set)
         files[plan_path.name] = plan_path
+        calibration_cache = out_dir / "model.int8.calibration"
+        if calibration_cache.is_file():
+            files[calibration_cache.name] = calibration_cache
         manifest["tensorrt"] = plan_info
     manifest["files"] = {name: file_entry(path) for name, path in files.items()}
     write_manifest(out_dir, manifest)

@@ -10,7 +10,7 @@ refused when it is loaded, not silently fed something else.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -30,8 +30,11 @@ FLOW_PLANES = ("u", "v", "optical_strain")
 class MotionInputBuilder:
     """Builds ``(B, C, H, W)`` float32 model inputs from batches of onset/apex grayscale crops."""
 
-    def __init__(self, signature: Mapping[str, Any]) -> None:
+    def __init__(self, signature: Mapping[str, Any], flow_runner: Callable | None = None) -> None:
+        """``flow_runner(onset, apex) -> flow`` replaces ``compute_flow`` for the signature's method
+        (a ``TVL1Runner`` on a GPU); it must compute the same flow with the same parameters."""
         self.signature = dict(signature)
+        self.flow_runner = flow_runner
         method = self._field("flow_method")
         if method not in FLOW_METHODS:
             raise InputError(f"unknown flow method {method!r}; known: {', '.join(FLOW_METHODS)}",
@@ -56,9 +59,20 @@ class MotionInputBuilder:
         self.std = None if std is None else torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
 
     @classmethod
-    def from_manifest(cls, manifest) -> MotionInputBuilder:
+    def from_manifest(cls, manifest, flow_runner: Callable | None = None) -> MotionInputBuilder:
         """The builder for an ``EngineManifest`` (or a loaded runtime backend's manifest)."""
-        return cls(manifest.preprocessing)
+        return cls(manifest.preprocessing, flow_runner)
+
+    def tvl1_runner(self, device: str | torch.device, compile_kernels: bool = False) -> MotionInputBuilder:
+        """This builder with its TV-L1 run by a batched :class:`TVL1Runner` on ``device``
+        (CUDA graphs on a GPU); refused for an engine whose flow is not TV-L1."""
+        from engines.motion.tvl1 import TVL1Params
+        from engines.motion.tvl1_graph import TVL1Runner
+
+        if self.flow_method != "tvl1":
+            raise InputError(f"the engine's flow is {self.flow_method!r}, not tvl1", column="preprocessing.flow_method")
+        params = TVL1Params.from_kwargs(**self.flow_params)
+        return type(self)(self.signature, TVL1Runner(params, device, compile_kernels=compile_kernels))
 
     def _field(self, name: str) -> Any:
         if name not in self.signature:
@@ -72,7 +86,10 @@ class MotionInputBuilder:
         if self.flow_size is not None and tuple(onset.shape[-2:]) != self.flow_size:
             onset, apex = (F.interpolate(x.unsqueeze(1), size=self.flow_size, mode="area").squeeze(1)
                            for x in (onset, apex))
-        flow = compute_flow(self.flow_method, onset, apex, **self.flow_params)
+        if self.flow_runner is not None:
+            flow = self.flow_runner(onset, apex)
+        else:
+            flow = compute_flow(self.flow_method, onset, apex, **self.flow_params)
         image = flow_image(flow, size=self.size, channel_order="rgb")[:, self.plane_index]
         if self.mean is not None:
             image = image - self.mean

@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "training.commands.data",
     "engines.commands.bench",
     "engines.commands.export",
+    "training.commands.calibration",
     "training.commands.train",
     "training.commands.spot",
     "training.commands.ensemble",

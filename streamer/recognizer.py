@@ -48,8 +48,7 @@ class Recognizer:
 
     def __init__(self, engine_dir: str | Path | None = None, backend: str = "auto", threads: int = 1) -> None:
         engine_dir = default_engine_dir() if engine_dir is None else Path(engine_dir)
-        options = {"threads": threads} if backend in ("auto", "onnxruntime", "torch") else {}
-        self.engine = load(engine_dir, backend=backend, **options)
+        self.engine = load(engine_dir, backend=backend, threads=threads)
         self.builder = MotionInputBuilder.from_manifest(self.engine.manifest)
         self.class_names = self.engine.class_names
 
@@ -61,6 +60,11 @@ class Recognizer:
     @property
     def backend(self) -> str:
         return self.engine.backend
+
+    @property
+    def device(self) -> str:
+        """Where the engine runs: "cpu", or the CUDA device of a GPU backend."""
+        return str(getattr(self.engine, "device", "cpu"))
 
     def classify(self, onset: np.ndarray, apex: np.ndarray) -> Recognition:
         """Scores for one onset/apex pair of aligned grey crops (uint8, same shape)."""

@@ -43,7 +43,7 @@ def build_pipeline(
 ) -> Pipeline:
     spot_params = load_spot_params(spot_profile_path(config.spot.profile))
     if metrics is not None:
-        metrics.set_engine(recognizer.engine_id, recognizer.backend, "cpu")
+        metrics.set_engine(recognizer.engine_id, recognizer.backend, recognizer.device)
     return Pipeline(
         stream_id=stream_id,
         tracker=build_tracker(config.faces),

@@ -53,27 +53,30 @@ def _resign(engine: Path, name: str) -> None:
 # --- backend choice -------------------------------------------------------------------------
 
 
-def test_auto_order_prefers_tensorrt_then_onnxruntime_then_torch() -> None:
-    assert AUTO_ORDER == ("tensorrt", "onnxruntime", "torch")
-    assert choose_backend({"tensorrt": None, "onnxruntime": None, "torch": None}) == ("tensorrt", [])
-    assert choose_backend({"tensorrt": "no CUDA device", "onnxruntime": None, "torch": None}) == (
-        "onnxruntime", ["tensorrt: no CUDA device"])
-    assert choose_backend({"tensorrt": "not installed", "onnxruntime": "not installed", "torch": None}) == (
-        "torch", ["tensorrt: not installed", "onnxruntime: not installed"])
+def test_auto_order_prefers_tensorrt_then_torch_cuda_then_onnxruntime_then_torch() -> None:
+    assert AUTO_ORDER == ("tensorrt", "torch-cuda", "onnxruntime", "torch")
+    everything = dict.fromkeys(AUTO_ORDER)
+    assert choose_backend(everything) == ("tensorrt", [])
+    assert choose_backend({**everything, "tensorrt": "not installed"}) == ("torch-cuda", ["tensorrt: not installed"])
+    assert choose_backend({**everything, "tensorrt": "no CUDA device", "torch-cuda": "no CUDA device"}) == (
+        "onnxruntime", ["tensorrt: no CUDA device", "torch-cuda: no CUDA device"])
+    assert choose_backend({"tensorrt": "a", "torch-cuda": "b", "onnxruntime": "not installed", "torch": None}) == (
+        "torch", ["tensorrt: a", "torch-cuda: b", "onnxruntime: not installed"])
     with pytest.raises(MerError, match=r"no inference backend.*torch: broken"):
-        choose_backend({"tensorrt": "a", "onnxruntime": "b", "torch": "broken"})
+        choose_backend({"tensorrt": "a", "torch-cuda": "b", "onnxruntime": "c", "torch": "broken"})
 
 
-@pytest.mark.skipif(not NO_TENSORRT, reason="TensorRT and a GPU are present here")
+@pytest.mark.skipif(not NO_TENSORRT or torch.cuda.is_available(), reason="a GPU is present here")
 def test_auto_picks_onnxruntime_here_and_says_so(engine_dir: Path, caplog) -> None:
     probes = probe_backends()
     assert probes["tensorrt"] in {"tensorrt is not installed", "no CUDA device"}
+    assert probes["torch-cuda"] == "no CUDA device visible to torch"
     assert probes["onnxruntime"] is None and probes["torch"] is None
     with caplog.at_level(logging.INFO, logger="engines.runtime"):
         engine = load(engine_dir)
     assert engine.backend == "onnxruntime"
-    assert any(f"backend auto -> onnxruntime (skipped tensorrt: {probes['tensorrt']})" in r.getMessage()
-               for r in caplog.records)
+    skipped = f"tensorrt: {probes['tensorrt']}; torch-cuda: no CUDA device visible to torch"
+    assert any(f"backend auto -> onnxruntime (skipped {skipped})" in r.getMessage() for r in caplog.records)
 
 
 @pytest.mark.skipif(not NO_TENSORRT, reason="TensorRT and a GPU are present here")
@@ -83,8 +86,14 @@ def test_tensorrt_backend_without_tensorrt_says_how_to_get_it(engine_dir: Path) 
 
 
 def test_unknown_backend_is_refused(engine_dir: Path) -> None:
-    with pytest.raises(InputError, match=r"unknown backend 'openvino'.*auto, tensorrt, onnxruntime, torch"):
+    with pytest.raises(InputError, match=r"unknown backend 'openvino'.*auto, tensorrt, torch-cuda, onnxruntime, torch"):
         load(engine_dir, "openvino")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA device is present here")
+def test_torch_cuda_backend_without_a_gpu_says_so(engine_dir: Path) -> None:
+    with pytest.raises(MerError, match=r"torch-cuda backend needs a CUDA device: no CUDA device visible"):
+        load(engine_dir, "torch-cuda")
 
 
 # --- predict --------------------------------------------------------------------------------

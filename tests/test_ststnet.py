@@ -121,3 +121,18 @@ def test_other_label_sets_change_the_head_only() -> None:
     assert model.cfg.label_names[-1] == "others"
     assert model.cfg.input_size == (3, 28, 28) and model.cfg.channel_order == "BGR"
     assert model(torch.zeros(1, 3, 28, 28)).shape == (1, 4)
+
+
+def test_training_flip_mirrors_the_image_and_flips_u() -> None:
+    """flip_prob=1 in training is the plain network on the mirrored image (u -> 255 - u)."""
+    x = torch.rand(4, 3, 28, 28) * 255
+    mirrored = x.flip(-1)
+    mirrored[:, 2] = 255 - mirrored[:, 2]  # plane 2 of the BGR composite is u
+    flipping = create_model("ststnet", flip_prob=1.0, drop_rate=0.0).train()
+    plain = create_model("ststnet", drop_rate=0.0).train()
+    plain.load_state_dict(flipping.state_dict())
+    torch.testing.assert_close(flipping(x), plain(mirrored))
+    # Evaluation never mirrors, and the option adds no parameters (release checkpoints still load).
+    flipping.eval(), plain.eval()
+    torch.testing.assert_close(flipping(x), plain(x))
+    assert flipping.state_dict().keys() == plain.state_dict().keys()

@@ -33,6 +33,11 @@ def add_parser(subparsers) -> None:
     )
     motion.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     motion.set_defaults(run=run_motion)
+    # The GPU benchmark spans the engines and the streamer's shared recognizer, so it lives
+    # with the streamer; it is registered here so that every benchmark is under `mer bench`.
+    from streamer.gpu_bench import add_parser as add_gpu_parser
+
+    add_gpu_parser(targets)
 
 
 def _best_time(fn, repeat: int, device: torch.device) -> tuple[float, object]:

@@ -34,7 +34,11 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset, >= 17 (default {DEFAULT_OPSET})")
     parser.add_argument("--flow-method", help="motion method recorded in the preprocessing signature (default: tvl1)")
     parser.add_argument("--flow-params", help="its parameters as a JSON object (default: the method's defaults)")
-    parser.add_argument("--half", action="store_true", help="tensorrt: build an FP16 plan")
+    parser.add_argument("--precision", choices=("fp32", "fp16", "int8"), default="fp32",
+                        help="tensorrt: plan precision (default fp32; int8 needs --calibration)")
+    parser.add_argument("--calibration", type=Path,
+                        help="tensorrt int8: calibration set (.npz from `mer calibration-set`)")
+    parser.add_argument("--half", action="store_true", help="tensorrt: the same as --precision fp16")
     parser.add_argument("--max-batch", type=int, default=64, help="tensorrt: largest batch of the plan (default 64)")
     parser.add_argument("--force", action="store_true", help="replace the contents of a non-empty --out")
     parser.set_defaults(run=run_export)
@@ -44,9 +48,11 @@ def run_export(args) -> int:
     from engines.export import FORMATS, export_checkpoint
 
     fmt = FORMATS[args.format]
-    if (args.half or args.max_batch != 64) and "half" not in fmt.options:
-        raise InputError(f"--half/--max-batch only apply to a format with a TensorRT plan, not {fmt.name}",
-                         column="--format")
+    precision = "fp16" if args.half else args.precision
+    tensorrt_only = args.half or args.max_batch != 64 or precision != "fp32" or args.calibration is not None
+    if tensorrt_only and "precision" not in fmt.options:
+        raise InputError(f"--precision/--calibration/--half/--max-batch only apply to a format with a TensorRT "
+                         f"plan, not {fmt.name}", column="--format")
     labels = [name.strip() for name in args.labels.split(",") if name.strip()] if args.labels else None
     manifest = export_checkpoint(
         args.checkpoint,
@@ -60,7 +66,8 @@ def run_export(args) -> int:
         flow_method=args.flow_method,
         flow_params=json_object_option(args.flow_params, "--flow-params"),
         model_args=json_object_option(args.model_args, "--model-args"),
-        half=args.half,
+        precision=precision,
+        calibration=args.calibration,
         max_batch=args.max_batch,
         overwrite=args.force,
     )

@@ -9,7 +9,22 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["CBAM", "ChannelAttention", "ConvBNReLU", "InceptionBlock", "SpatialAttention"]
+__all__ = ["CBAM", "ChannelAttention", "ConvBNReLU", "InceptionBlock", "SpatialAttention", "random_mirror"]
+
+
+def random_mirror(x: torch.Tensor, prob: float, u_plane: int, u_mirror_sum: float) -> torch.Tensor:
+    """Mirror each motion image left-right with probability ``prob`` (training augmentation).
+
+    A mirrored face moves the other way horizontally, so the u plane is negated. On min-max
+    normalised flow (the composite's 0..255, or -1..1 after rescaling) the normalised value of
+    -u is ``u_mirror_sum - u`` (255 - u, or -u); v and the strain magnitude only move.
+    """
+    if prob <= 0:
+        return x
+    flip = torch.rand(x.shape[0], device=x.device) < prob
+    mirrored = x.flip(-1)
+    mirrored[:, u_plane] = u_mirror_sum - mirrored[:, u_plane]
+    return torch.where(flip[:, None, None, None], mirrored, x)
 
 
 class ConvBNReLU(nn.Sequential):

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from engines.models.blocks import CBAM, InceptionBlock
+from engines.models.blocks import CBAM, InceptionBlock, random_mirror
 from engines.models.registry import register_model
 from engines.models.ststnet import MEGC2019_LABELS, STSTNET_CFG
 
@@ -189,11 +189,8 @@ class DualATME(nn.Module):
 
     def _normalise(self, x: torch.Tensor) -> torch.Tensor:
         x = x / 127.5 - 1.0
-        if self.training and self.flip_prob > 0:
-            flip = torch.rand(x.shape[0], device=x.device) < self.flip_prob
-            mirrored = x.flip(-1)
-            mirrored[:, _U_PLANE] = -mirrored[:, _U_PLANE]  # min-max flow: 255 - u is the mirrored u
-            x = torch.where(flip[:, None, None, None], mirrored, x)
+        if self.training:
+            x = random_mirror(x, self.flip_prob, _U_PLANE, 0.0)  # after rescaling, 255 - u becomes -u
         return x
 
     def branches(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

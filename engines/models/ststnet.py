@@ -18,6 +18,7 @@ import dataclasses
 import torch
 from torch import nn
 
+from engines.models.blocks import random_mirror
 from engines.models.registry import ModelCfg, register_model
 
 __all__ = ["MEGC2019_LABELS", "STSTNET_CFG", "STSTNet", "ststnet"]
@@ -48,12 +49,22 @@ STSTNET_CFG = ModelCfg(
     protocol="MEGC2019 composite, leave-one-subject-out over 68 subjects",
 )
 
+# Plane index of the horizontal flow u in the BGR composite (strain, v, u).
+_U_PLANE = STSTNET_CFG.channels.index("u")
+
 
 class STSTNet(nn.Module):
-    """The release's network; ``label_names`` sets the number of outputs (3 for MEGC2019)."""
+    """The release's network; ``label_names`` sets the number of outputs (3 for MEGC2019).
 
-    def __init__(self, label_names: tuple[str, ...] = MEGC2019_LABELS, drop_rate: float = 0.5) -> None:
+    ``flip_prob > 0`` mirrors training samples left-right (u becomes 255 - u), an augmentation
+    the release did not use; it adds no parameters, so checkpoints stay interchangeable.
+    """
+
+    def __init__(
+        self, label_names: tuple[str, ...] = MEGC2019_LABELS, drop_rate: float = 0.5, flip_prob: float = 0.0
+    ) -> None:
         super().__init__()
+        self.flip_prob = flip_prob
         label_names = tuple(label_names)
         self.cfg = STSTNET_CFG if label_names == STSTNET_CFG.label_names else _cfg_with_labels(label_names)
         self.num_classes = len(label_names)
@@ -78,6 +89,8 @@ class STSTNet(nn.Module):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """(N, 3, 28, 28) motion image -> (N, 16, 5, 5) pooled feature map."""
+        if self.training:
+            x = random_mirror(x, self.flip_prob, _U_PLANE, 255.0)
         streams = (
             self._stream(x, self.conv1, self.bn1),
             self._stream(x, self.conv2, self.bn2),
@@ -100,6 +113,6 @@ def _cfg_with_labels(label_names: tuple[str, ...]) -> ModelCfg:
 
 
 @register_model
-def ststnet(label_names: tuple[str, ...] = MEGC2019_LABELS, drop_rate: float = 0.5) -> STSTNet:
+def ststnet(label_names: tuple[str, ...] = MEGC2019_LABELS, drop_rate: float = 0.5, flip_prob: float = 0.0) -> STSTNet:
     """STSTNet as released for MEGC2019 (3 classes, 1,683 trainable parameters)."""
-    return STSTNet(label_names=label_names, drop_rate=drop_rate)
+    return STSTNet(label_names=label_names, drop_rate=drop_rate, flip_prob=flip_prob)

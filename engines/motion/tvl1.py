@@ -16,8 +16,10 @@ Facciolo, "TV-L1 optical flow estimation" (IPOL 2013), as implemented in OpenCV
   update is at most ``epsilon^2 * H * W`` (OpenCV's test, per pair).
 
 Why our own solver: it runs many onset/apex pairs as one batch, on CPU or CUDA, which
-OpenCV's single-pair CPU solver cannot. (torch.compile of the inner step was measured and
-dropped: no faster on CPU, because the per-pair stopping test syncs every iteration.)
+OpenCV's single-pair CPU solver cannot. On the CPU it runs eagerly and drops converged pairs
+(torch.compile was measured there: no faster). On a GPU, ``sync_free`` freezes converged pairs
+instead, so the solve never waits for the device, and ``tvl1_graph.TVL1Runner`` replays it as
+CUDA graphs with compiled kernels (docs/motion.md).
 """
 
 from __future__ import annotations
@@ -156,6 +158,35 @@ def primal_dual_step(
     return u_new, px, py, error
 
 
+def masked_primal_dual_step(
+    u: torch.Tensor,
+    px: torch.Tensor,
+    py: torch.Tensor,
+    active: torch.Tensor,
+    coef: torch.Tensor,
+    rho_c: torch.Tensor,
+    inv_grad: torch.Tensor,
+    l_t: float,
+    theta: float,
+    taut: float,
+    scaled_epsilon: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One inner iteration that freezes converged pairs instead of dropping them.
+
+    ``active`` (B,) bool marks the pairs still iterating; a pair that has converged keeps its
+    state, which is exactly OpenCV's per-pair stop. No value leaves the device, so a whole
+    solve can be captured as one CUDA graph (and this function fused by ``torch.compile``).
+    """
+    u_new, px_new, py_new, error = primal_dual_step(u, px, py, coef, rho_c, inv_grad, l_t, theta, taut)
+    keep = active.view(-1, 1, 1, 1)
+    return (
+        torch.where(keep, u_new, u),
+        torch.where(keep, px_new, px),
+        torch.where(keep, py_new, py),
+        active & (error > scaled_epsilon),
+    )
+
+
 class _WorkingSet:
     """The pairs still iterating in one warp; a pair leaves once it has converged.
 
@@ -187,29 +218,69 @@ class _WorkingSet:
                 target[self.index] = value
 
 
-def _solve_scale(i0: torch.Tensor, i1: torch.Tensor, u: torch.Tensor, params: TVL1Params) -> torch.Tensor:
-    """OpenCV's ``procOneScale`` for a batch; ``u`` (B, C, H, W) is refined in place."""
-    batch, channels, height, width = u.shape
-    scaled_epsilon = float(np.float32(params.epsilon * params.epsilon * height * width))
-    l_t = params.lambda_ * params.theta
-    taut = params.tau / params.theta
+def stop_threshold(params: TVL1Params, height: int, width: int) -> float:
+    """OpenCV's per-pair stopping threshold on the summed squared update: eps^2 * H * W."""
+    return float(np.float32(params.epsilon * params.epsilon * height * width))
+
+
+def apex_with_gradient(i1: torch.Tensor) -> torch.Tensor:
+    """``(B, 3, H, W)``: the apex image and its centred x and y gradients (warped together)."""
     i1x, i1y = centered_gradient(i1)
-    apex_stack = torch.stack((i1, i1x, i1y), dim=1)
-    px = u.new_zeros(batch, channels, height, width)
-    py = u.new_zeros(batch, channels, height, width)
+    return torch.stack((i1, i1x, i1y), dim=1)
+
+
+def warp_terms(
+    i0: torch.Tensor, apex_stack: torch.Tensor, u: torch.Tensor, gamma: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One warp's linearised data term: (coef, rho_c, 1/|grad I1w|^2) for the current flow ``u``.
+
+    ``coef`` is (I1wx, I1wy[, gamma]) per pixel, ``rho_c`` the residual at zero update; the
+    inverse squared gradient is 0 where the gradient vanishes (OpenCV's guard).
+    """
+    height, width = u.shape[-2:]
     ys = torch.arange(height, dtype=u.dtype, device=u.device).view(1, height, 1)
     xs = torch.arange(width, dtype=u.dtype, device=u.device).view(1, 1, width)
+    warped = remap_bicubic(apex_stack, xs + u[:, 0], ys + u[:, 1])
+    i1w, i1wx, i1wy = warped.unbind(1)
+    grad_sq = i1wx * i1wx + i1wy * i1wy
+    rho_c = i1w - i1wx * u[:, 0] - i1wy * u[:, 1] - i0
+    coef_parts = [i1wx, i1wy]
+    if u.shape[1] == 3:
+        coef_parts.append(torch.full_like(i1wx, gamma))
+    coef = torch.stack(coef_parts, dim=1)
+    inv_grad = torch.where(grad_sq > _FLT_EPSILON, 1.0 / grad_sq, torch.zeros_like(grad_sq))
+    return coef, rho_c, inv_grad
+
+
+def masked_median(u: torch.Tensor, active: torch.Tensor, ksize: int) -> torch.Tensor:
+    """``u`` with the displacement planes median-filtered for the active pairs only."""
+    filtered = median_blur(u[:, :2], ksize)
+    out = u.clone()
+    out[:, :2] = torch.where(active.view(-1, 1, 1, 1), filtered, u[:, :2])
+    return out
+
+
+def _solve_scale(
+    i0: torch.Tensor, i1: torch.Tensor, u: torch.Tensor, params: TVL1Params, masked_step=None
+) -> torch.Tensor:
+    """OpenCV's ``procOneScale`` for a batch; ``u`` (B, C, H, W) is refined in place.
+
+    With ``masked_step`` (``masked_primal_dual_step`` or a compiled copy of it) converged pairs
+    are frozen rather than dropped, and the solve never waits for the device.
+    """
+    batch, channels, height, width = u.shape
+    scaled_epsilon = stop_threshold(params, height, width)
+    l_t = params.lambda_ * params.theta
+    taut = params.tau / params.theta
+    apex_stack = apex_with_gradient(i1)
+    px = u.new_zeros(batch, channels, height, width)
+    py = u.new_zeros(batch, channels, height, width)
 
     for _ in range(params.warps):
-        warped = remap_bicubic(apex_stack, xs + u[:, 0], ys + u[:, 1])
-        i1w, i1wx, i1wy = warped.unbind(1)
-        grad_sq = i1wx * i1wx + i1wy * i1wy
-        rho_c = i1w - i1wx * u[:, 0] - i1wy * u[:, 1] - i0
-        coef_parts = [i1wx, i1wy]
-        if channels == 3:
-            coef_parts.append(torch.full_like(i1wx, params.gamma))
-        coef = torch.stack(coef_parts, dim=1)
-        inv_grad = torch.where(grad_sq > _FLT_EPSILON, 1.0 / grad_sq, torch.zeros_like(grad_sq))
+        coef, rho_c, inv_grad = warp_terms(i0, apex_stack, u, params.gamma)
+        if masked_step is not None:
+            _iterate_warp_masked(u, px, py, (coef, rho_c, inv_grad), params, scaled_epsilon, masked_step)
+            continue
         work = _WorkingSet([u, px, py], [coef, rho_c, inv_grad])
         running = True
         for _ in range(params.outer_iterations):
@@ -230,10 +301,38 @@ def _solve_scale(i0: torch.Tensor, i1: torch.Tensor, u: torch.Tensor, params: TV
     return u
 
 
+def _iterate_warp_masked(
+    u: torch.Tensor,
+    px: torch.Tensor,
+    py: torch.Tensor,
+    fixed: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    params: TVL1Params,
+    scaled_epsilon: float,
+    masked_step,
+) -> None:
+    """The outer/inner iterations of one warp with every pair in the batch (state in place)."""
+    l_t = params.lambda_ * params.theta
+    taut = params.tau / params.theta
+    active = torch.ones(u.shape[0], dtype=torch.bool, device=u.device)
+    state_u, state_px, state_py = u, px, py
+    for _ in range(params.outer_iterations):
+        if params.median_filtering > 1:
+            state_u = masked_median(state_u, active, params.median_filtering)
+        for _ in range(params.inner_iterations):
+            state_u, state_px, state_py, active = masked_step(
+                state_u, state_px, state_py, active, *fixed, l_t, params.theta, taut, scaled_epsilon
+            )
+    u.copy_(state_u)
+    px.copy_(state_px)
+    py.copy_(state_py)
+
+
 def tvl1_flow(
     onset,
     apex,
     params: TVL1Params | None = None,
+    *,
+    sync_free: bool | None = None,
     **param_overrides,
 ) -> torch.Tensor:
     """TV-L1 flow from onset to apex for a batch of pairs: ``(B, 2, H, W)`` float32.
@@ -241,12 +340,25 @@ def tvl1_flow(
     Frames follow ``engines.motion.frames`` (uint8 0..255 or float 0..1); the result is
     on the frames' device.
     Parameters: a ``TVL1Params`` or OpenCV's names as keywords (``tau=``, ``warps=`` ...).
+    ``sync_free`` (default: on for CUDA tensors) freezes converged pairs instead of dropping
+    them, so the host never waits for the device mid-solve; the flows are the same.
     """
     if params is None:
         params = TVL1Params.from_kwargs(**param_overrides)
     elif param_overrides:
         params = dataclasses.replace(params, **param_overrides)
     i0, i1 = as_pair_batch(onset, apex)
+    if sync_free is None:
+        sync_free = i0.device.type == "cuda"
+    return solve_tvl1(i0, i1, params, masked_primal_dual_step if sync_free else None)
+
+
+def solve_tvl1(i0: torch.Tensor, i1: torch.Tensor, params: TVL1Params, masked_step=None) -> torch.Tensor:
+    """The solver on checked ``(B, H, W)`` float32 0..255 frames (see :func:`tvl1_flow`).
+
+    ``masked_step=None`` drops converged pairs (cheapest on CPU); a masked step keeps the
+    whole solve on the device (what a CUDA graph needs).
+    """
     batch, height, width = i0.shape
     sizes = pyramid_sizes(height, width, params)
     onsets, apexes = [i0], [i1]
@@ -258,7 +370,7 @@ def tvl1_flow(
     u = i0.new_zeros(batch, channels, coarse_h, coarse_w)
     with torch.no_grad():
         for level in range(len(sizes) - 1, -1, -1):
-            u = _solve_scale(onsets[level], apexes[level], u, params)
+            u = _solve_scale(onsets[level], apexes[level], u, params, masked_step)
             if level == 0:
                 break
             u = resize_bilinear(u, size=sizes[level - 1])

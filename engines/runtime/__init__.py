@@ -6,8 +6,9 @@ checks the sha256 of every file it lists, then (if given) compares the caller's 
 with the engine's, and only then builds the backend.
 
 ``backend="auto"`` picks, in order: TensorRT if it is importable and a CUDA device is visible,
-else ONNX Runtime, else torch. It logs what it chose and why, and the returned object's
-``.backend`` says which it is.
+else torch on the CUDA device (``torch-cuda``), else ONNX Runtime on the CPU, else torch on the
+CPU. It logs what it chose and why, and the returned object's ``.backend`` says which it is
+(the streamer exports it as the ``mer_engine`` metric's ``backend`` label).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ __all__ = ["AUTO_ORDER", "BACKENDS", "Backend", "backend_class", "choose_backend
 log = logging.getLogger(__name__)
 
 # Fastest first; "auto" takes the first that can run here.
-AUTO_ORDER = ("tensorrt", "onnxruntime", "torch")
+AUTO_ORDER = ("tensorrt", "torch-cuda", "onnxruntime", "torch")
 BACKENDS = AUTO_ORDER
 
 
@@ -44,6 +45,10 @@ def backend_class(name: str) -> type[Backend]:
         from engines.runtime.tensorrt_backend import TensorRTBackend
 
         return TensorRTBackend
+    if name == "torch-cuda":
+        from engines.runtime.torch_cuda_backend import TorchCudaBackend
+
+        return TorchCudaBackend
     raise InputError(f"unknown backend {name!r}; choose one of auto, {', '.join(BACKENDS)}", column="backend")
 
 
@@ -58,9 +63,11 @@ def _onnxruntime_unavailable_reason() -> str | None:
 def probe_backends() -> dict[str, str | None]:
     """For each backend in AUTO_ORDER: None if it can run here, else the reason it cannot."""
     from engines.runtime.tensorrt_backend import tensorrt_unavailable_reason
+    from engines.runtime.torch_cuda_backend import torch_cuda_unavailable_reason
 
     probes: dict[str, Callable[[], str | None]] = {
         "tensorrt": tensorrt_unavailable_reason,
+        "torch-cuda": torch_cuda_unavailable_reason,
         "onnxruntime": _onnxruntime_unavailable_reason,
         "torch": lambda: None,  # torch is a core dependency
     }
@@ -88,8 +95,9 @@ def load(
 ) -> Backend:
     """Open an engine directory with the named backend (or the best available with ``"auto"``).
 
-    ``options`` go to the backend (``threads`` for onnxruntime/torch, ``device`` for torch,
-    ``half``/``max_batch``/``cache_dir`` for tensorrt). ``verify=False`` skips the sha256
+    ``options`` go to the backend (``threads`` for onnxruntime/torch, ``device`` for torch and
+    torch-cuda, ``half``/``graph_batches`` for torch-cuda, ``half``/``max_batch``/``cache_dir``
+    for tensorrt). ``verify=False`` skips the sha256
     check (only for tools that have just verified the directory themselves).
     """
     manifest: EngineManifest = read_manifest(engine_dir)

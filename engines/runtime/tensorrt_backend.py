@@ -2,17 +2,20 @@
 
 TensorRT is an optional extra (``pip install mer[tensorrt]``, NVIDIA machines only); it is
 imported only here, when this backend is asked for, and its absence is a clear
-:class:`MerError`. The plan is built with one optimisation profile covering batch 1..max_batch
-(FP32, or FP16 with ``half=True``) and cached next to the engine as ``model.<precision>.plan``.
+:class:`MerError`. A plan has one optimisation profile covering batch 1..max_batch, in FP32,
+FP16, or INT8 calibrated by an entropy calibrator on a calibration set (``tensorrt_support``).
 
-A plan is only valid for the TensorRT version and GPU that built it, and for one ONNX file, so
-each plan file starts with a header: 4-byte little-endian length, then JSON naming the ONNX
-sha256, TensorRT version, GPU, precision and batch range. A cached plan whose header does not
-match is rebuilt, never run. Inference binds torch CUDA tensors with ``set_tensor_address`` and
-runs ``execute_async_v3`` on torch's current stream.
+A plan is only valid for one ONNX file, one TensorRT version, one GPU model and one set of
+build options. Each plan file starts with a header: 4-byte little-endian length, then JSON
+naming all of them (``PlanKey``). Loading uses the engine directory's own plan when its header
+matches this machine, else the plan cache (``PlanCache``: ``~/.cache/mer/tensorrt``, one file
+per key), else builds one and caches it; a plan built for another key is never run.
+Inference binds torch CUDA tensors with ``set_tensor_address`` and runs ``execute_async_v3``
+on torch's current stream, so a CUDA tensor input never visits the host.
 
-Verified here: the import guard and its error, the plan header format. Not verified here: the
-build and execute path (no GPU and no installable TensorRT on the development machine).
+Verified here (no GPU, TensorRT not installable): the import guard and its error, the plan
+header format, the cache keys and lookups, the ONNX checks, calibration sets. The build and
+execute path runs only where TensorRT is installed (``tests/test_gpu.py`` on a GPU machine).
 """
 
 from __future__ import annotations
@@ -32,6 +35,14 @@ import torch
 from engines.errors import InputError, MerError
 from engines.manifest import EngineManifest, make_world_readable, sha256_file
 from engines.runtime.base import Backend
+from engines.runtime.tensorrt_support import (
+    PRECISIONS,
+    CalibrationSet,
+    PlanCache,
+    PlanKey,
+    check_onnx_for_tensorrt,
+    read_calibration_set,
+)
 
 __all__ = [
     "INSTALL_HINT",
@@ -50,6 +61,7 @@ INSTALL_HINT = "install mer[tensorrt] on an NVIDIA machine (pip install 'mer[ten
 ONNX_NAME = "model.onnx"
 _HEADER_LENGTH = struct.Struct("<I")
 _WORKSPACE_BYTES = 1 << 30
+_CALIBRATION_BATCH = 32  # also the profile's optimal batch
 
 
 def import_tensorrt():
@@ -107,18 +119,60 @@ def read_plan_file(path: Path) -> tuple[dict, bytes]:
     return header, data[end:]
 
 
-def _plan_header(trt, onnx_sha256: str, half: bool, max_batch: int) -> dict:
-    return {
-        "onnx_sha256": onnx_sha256,
-        "tensorrt": trt.__version__,
-        "device": torch.cuda.get_device_name(),
-        "precision": "fp16" if half else "fp32",
-        "max_batch": max_batch,
-    }
+def plan_key(trt, onnx_sha256: str, precision: str, max_batch: int, calibration: CalibrationSet | None = None) -> PlanKey:
+    """The cache key of a plan built here (this TensorRT, this GPU) from that ONNX file."""
+    return PlanKey(
+        onnx_sha256=onnx_sha256,
+        tensorrt=trt.__version__,
+        device=torch.cuda.get_device_name(),
+        precision=precision,
+        max_batch=max_batch,
+        calibration_sha256=calibration.sha256 if precision == "int8" and calibration is not None else None,
+    )
 
 
-def _build_plan(trt, onnx_path: Path, sample_shape: tuple[int, ...], half: bool, max_batch: int) -> bytes:
+def _entropy_calibrator(trt, calibration: CalibrationSet, batch_size: int, cache_path: Path | None):
+    """An ``IInt8EntropyCalibrator2`` feeding the calibration set's inputs from GPU memory."""
+
+    class EntropyCalibrator(trt.IInt8EntropyCalibrator2):
+        def __init__(self) -> None:
+            super().__init__()
+            self.batches = torch.from_numpy(calibration.inputs).split(batch_size)
+            self.index = 0
+            self.current: torch.Tensor | None = None  # kept alive while TensorRT reads it
+
+        def get_batch_size(self) -> int:
+            return batch_size
+
+        def get_batch(self, names):
+            if self.index >= len(self.batches):
+                return None
+            batch = self.batches[self.index]
+            if batch.shape[0] < batch_size:  # TensorRT reads full batches: repeat the last samples
+                batch = torch.cat([batch, batch[-1:].expand(batch_size - batch.shape[0], *batch.shape[1:])])
+            self.current = batch.contiguous().cuda()
+            self.index += 1
+            return [self.current.data_ptr()]
+
+        def read_calibration_cache(self):
+            if cache_path is not None and cache_path.is_file():
+                return cache_path.read_bytes()
+            return None
+
+        def write_calibration_cache(self, cache) -> None:
+            if cache_path is not None:
+                cache_path.parent.mkdir(parents=True, exist_ok=True)
+                cache_path.write_bytes(bytes(cache))
+
+    return EntropyCalibrator()
+
+
+def _build_plan(trt, onnx_path: Path, sample_shape: tuple[int, ...], precision: str, max_batch: int,
+                calibration: CalibrationSet | None = None, calibration_cache: Path | None = None) -> bytes:
     """Parse the ONNX file and build a serialised plan with a dynamic-batch profile (1..max_batch)."""
+    problems = check_onnx_for_tensorrt(onnx_path, max_batch)
+    if problems:
+        raise InputError("TensorRT would refuse this model: " + "; ".join(problems), path=onnx_path)
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
     network = builder.create_network(0)  # TensorRT 10: networks are always explicit-batch
@@ -128,14 +182,24 @@ def _build_plan(trt, onnx_path: Path, sample_shape: tuple[int, ...], half: bool,
         raise InputError(f"TensorRT cannot parse the ONNX model: {errors}", path=onnx_path)
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, _WORKSPACE_BYTES)
-    if half:
+    gpu = torch.cuda.get_device_name()
+    if precision in ("fp16", "int8"):
         if not builder.platform_has_fast_fp16:
-            raise MerError(f"FP16 requested but {torch.cuda.get_device_name()} has no fast FP16")
-        config.set_flag(trt.BuilderFlag.FP16)
+            raise MerError(f"{precision} requested but {gpu} has no fast FP16")
+        config.set_flag(trt.BuilderFlag.FP16)  # int8 plans keep fp16 for layers left unquantised
     profile = builder.create_optimization_profile()
     input_name = network.get_input(0).name
-    profile.set_shape(input_name, (1, *sample_shape), (1, *sample_shape), (max_batch, *sample_shape))
+    opt_batch = min(max_batch, _CALIBRATION_BATCH)
+    profile.set_shape(input_name, (1, *sample_shape), (opt_batch, *sample_shape), (max_batch, *sample_shape))
     config.add_optimization_profile(profile)
+    if precision == "int8":
+        if calibration is None:
+            raise InputError("an int8 plan needs a calibration set (--calibration FILE)", column="calibration")
+        if not builder.platform_has_fast_int8:
+            raise MerError(f"int8 requested but {gpu} has no fast INT8")
+        config.set_flag(trt.BuilderFlag.INT8)
+        config.int8_calibrator = _entropy_calibrator(trt, calibration, opt_batch, calibration_cache)
+        config.set_calibration_profile(profile)
     plan = builder.build_serialized_network(network, config)
     if plan is None:
         raise MerError(f"TensorRT failed to build a plan from {onnx_path} (see the TensorRT log above)")
@@ -150,28 +214,44 @@ def require_tensorrt():
     return trt
 
 
-def build_plan_file(onnx_path: Path, out_dir: Path, *, sample_shape: tuple[int, ...], half: bool = False,
-                    max_batch: int = 64) -> tuple[Path, dict]:
+def build_plan_file(onnx_path: Path, out_dir: Path, *, sample_shape: tuple[int, ...], precision: str = "fp32",
+                    max_batch: int = 64, calibration: CalibrationSet | None = None) -> tuple[Path, dict]:
     """Build ``out_dir/model.<precision>.plan`` from ``onnx_path``; returns its path and header."""
     trt = require_tensorrt()
-    header = _plan_header(trt, sha256_file(onnx_path), half, max_batch)
-    plan = _build_plan(trt, onnx_path, tuple(sample_shape), half, max_batch)
-    path = write_plan_file(Path(out_dir) / f"model.{header['precision']}.plan", header, plan)
-    log.info("built TensorRT plan %s (%s, batch 1..%d)", path, header["precision"], max_batch)
-    return path, header
+    key = plan_key(trt, sha256_file(onnx_path), precision, max_batch, calibration)
+    plan = _build_plan(trt, onnx_path, tuple(sample_shape), precision, max_batch, calibration,
+                       Path(out_dir) / "model.int8.calibration" if precision == "int8" else None)
+    path = write_plan_file(Path(out_dir) / f"model.{precision}.plan", key.header(), plan)
+    log.info("built TensorRT plan %s (%s, batch 1..%d)", path, precision, max_batch)
+    return path, key.header()
 
 
 class TensorRTBackend(Backend):
     name = "tensorrt"
 
-    def __init__(self, manifest: EngineManifest, *, half: bool = False, max_batch: int = 64,
-                 cache_dir: str | Path | None = None, device: int = 0) -> None:
+    def __init__(self, manifest: EngineManifest, *, precision: str = "fp32", half: bool | None = None,
+                 max_batch: int = 64, calibration: str | Path | CalibrationSet | None = None,
+                 cache_dir: str | Path | None = None, device: int = 0, threads: int | None = None) -> None:
+        # ``threads`` is accepted (and unused: inference runs on the GPU) so that callers can
+        # pass the same options to ``load(..., backend="auto")`` whichever backend it picks.
+        # ``half=True`` is the older spelling of ``precision="fp16"``.
         super().__init__(manifest)
+        if half is not None:
+            precision = "fp16" if half else precision
+        if precision not in PRECISIONS:
+            raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}", column="precision")
+        if isinstance(calibration, (str, Path)):
+            calibration = read_calibration_set(calibration)
+        if calibration is not None:
+            calibration.check_for(manifest)
         trt = require_tensorrt()
         self.device = torch.device("cuda", device)
         torch.cuda.set_device(self.device)
         self.max_batch = max_batch
-        plan = self._plan(trt, manifest, half, max_batch, Path(cache_dir) if cache_dir else manifest.engine_dir)
+        self.precision = precision
+        self.half = precision != "fp32"
+        key = plan_key(trt, manifest.files[ONNX_NAME]["sha256"], precision, max_batch, calibration)
+        plan = self._plan(trt, manifest, key, calibration, PlanCache(cache_dir))
         self._logger = trt.Logger(trt.Logger.WARNING)
         self._runtime = trt.Runtime(self._logger)
         self.engine = self._runtime.deserialize_cuda_engine(plan)
@@ -186,21 +266,27 @@ class TensorRTBackend(Backend):
         self._input, self._output = inputs[0], outputs[0]
 
     @staticmethod
-    def _plan(trt, manifest: EngineManifest, half: bool, max_batch: int, cache_dir: Path) -> bytes:
-        """A cached plan whose header matches this ONNX file, TensorRT, GPU and options; else a fresh build."""
-        onnx_path = manifest.file_path(ONNX_NAME)
-        wanted = _plan_header(trt, manifest.files[ONNX_NAME]["sha256"], half, max_batch)
-        cached = cache_dir / f"model.{wanted['precision']}.plan"
-        if cached.is_file():
-            header, plan = read_plan_file(cached)
-            if header == wanted:
-                log.info("using cached TensorRT plan %s", cached)
+    def _plan(trt, manifest: EngineManifest, key: PlanKey, calibration: CalibrationSet | None,
+              cache: PlanCache) -> bytes:
+        """The engine directory's own plan if it was built for ``key``; else the cache's; else a fresh build."""
+        shipped = manifest.engine_dir / f"model.{key.precision}.plan"
+        if shipped.is_file():
+            header, plan = read_plan_file(shipped)
+            if header == key.header():
+                log.info("using the engine's TensorRT plan %s", shipped)
                 return plan
-            log.info("cached TensorRT plan %s was built for %s; rebuilding", cached, header)
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        path, _ = build_plan_file(onnx_path, cache_dir, sample_shape=manifest.sample_shape, half=half,
-                                  max_batch=max_batch)
-        return read_plan_file(path)[1]
+            log.info("the engine's plan %s was built for %s, not this machine; using the plan cache", shipped, header)
+        onnx_path = manifest.file_path(ONNX_NAME)
+
+        def build() -> bytes:
+            log.info("building a TensorRT %s plan for %s (batch 1..%d) into %s", key.precision, manifest.engine_id,
+                     key.max_batch, cache.directory)
+            return _build_plan(trt, onnx_path, manifest.sample_shape, key.precision, key.max_batch, calibration)
+
+        plan, built = cache.get_or_build(key, build)
+        if not built:
+            log.info("using cached TensorRT plan %s", cache.path(key))
+        return plan
 
     def predict(self, batch) -> np.ndarray:
         """Like every backend; a CUDA tensor input stays on the GPU (no host round trip)."""
