@@ -7,6 +7,12 @@ the event draft goes to ``emit`` (the ZeroMQ publisher for ``mer stream``, a JSO
 for ``mer analyze``). A face that leaves ends its track: its spotter is flushed first, so
 an expression right before the face turned away is still reported.
 
+While an interval waits out the spotter's look-ahead, its onset and apex are already known
+(the spotter's ``provisional`` bounds): the pipeline classifies it then, during frames whose
+budget is otherwise idle, so that the final event is published without waiting for the motion
+kernels and the engine. If the final bounds moved, it is classified again (``PipelineStats``
+counts hits and misses).
+
 The pipeline is single-threaded and owns no I/O; capture, publishing and metrics serving
 are the callers' business, which keeps it equally usable live and offline.
 """
@@ -26,7 +32,7 @@ from streamer.faces import FaceTracker
 from streamer.frames import Frame
 from streamer.metrics import StreamMetrics
 from streamer.outputs import FaceFrameRow
-from streamer.recognizer import Recognizer
+from streamer.recognizer import Recognition, Recognizer
 from streamer.spotting import FaceRingBuffer, SpottedInterval
 from streamer.spotting.ring_buffer import FrameEvictedError
 
@@ -41,6 +47,10 @@ class _Face:
     spotter: object  # a Spotter (streamer.spotting): push/flush/signal/look_ahead_s
     # (frame index, captured_at) of the frames this face was seen in, for event latency.
     captured: dict[int, float] = field(default_factory=dict)
+    # Speculative recognition: (onset, apex) -> its Recognition, computed while the interval was
+    # still inside the spotter's look-ahead; and the spotter regions already speculated on.
+    prepared: dict[tuple[int, int], Recognition] = field(default_factory=dict)
+    speculated: set[int] = field(default_factory=set)
 
 
 @dataclass
@@ -52,6 +62,10 @@ class PipelineStats:
     intervals: int = 0
     events: int = 0
     intervals_lost: int = 0  # spotted but their crops had left the ring (counted, never silent)
+    # Intervals classified during the look-ahead whose final bounds kept the same onset and apex
+    # (hits), and speculative classifications thrown away because the bounds moved (misses).
+    speculative_hits: int = 0
+    speculative_misses: int = 0
     # Per event: (spotter's decision delay = stream time from the offset frame to the frame that
     # finalised the interval, in s; the event's latency_ms). Latency minus the decision delay is
     # what the machine adds: queueing, face, spot, motion, inference, publish.
@@ -110,6 +124,7 @@ class Pipeline:
         rows: list[FaceFrameRow] = []
         start = time.perf_counter()
         finished: list[tuple[int, SpottedInterval]] = []
+        speculate: list[tuple[_Face, tuple[int, int]]] = []
         for face in faces:
             state = self._faces.get(face.track_id)
             if state is None:
@@ -123,6 +138,10 @@ class Pipeline:
                 del state.captured[next(iter(state.captured))]
             for interval in state.spotter.push(aligned.gray, frame.t, frame.index, aligned.points):
                 finished.append((face.track_id, interval))
+            for region, pair in state.spotter.provisional.items():
+                if region not in state.speculated:
+                    state.speculated.add(region)
+                    speculate.append((state, pair))
             rows.append(FaceFrameRow(frame.index, frame.t, face.track_id, float(face.landmarks.confidence), True,
                                      face.landmarks.points, float(state.spotter.signal)))
         ended = self.tracker.ended()
@@ -139,6 +158,8 @@ class Pipeline:
                 self.metrics.set_ring_buffer_fill(max(state.ring.fill for state in self._faces.values()))
         for track_id, interval in finished:
             self._recognise(track_id, interval, frame.t)
+        for state, pair in speculate:
+            self._prepare(state, pair)
         for track_id in ended:
             self._faces.pop(track_id, None)
         return rows
@@ -164,19 +185,21 @@ class Pipeline:
         if self.metrics is not None:
             self.metrics.interval_spotted(interval.kind)
         state = self._faces.get(track_id)
-        try:
-            if state is None:
-                raise FrameEvictedError(f"face {track_id} has no ring any more")
-            onset = np.array(state.ring.get(interval.onset)[0])
-            apex = np.array(state.ring.get(interval.apex)[0])
-        except LookupError as exc:
-            self.stats.intervals_lost += 1
-            log.warning("stream %s face %d: interval %d-%d not classified: %s", self.stream_id, track_id,
-                        interval.onset, interval.offset, exc)
-            return
-        result = self.recognizer.classify(onset, apex)
-        self._observe("motion", result.motion_s)
-        self._observe("inference", result.inference_s)
+        result = state.prepared.pop((interval.onset, interval.apex), None) if state is not None else None
+        if state is not None:
+            self._forget_speculation(state, interval)
+        if result is not None:
+            self.stats.speculative_hits += 1
+        else:
+            try:
+                if state is None:
+                    raise FrameEvictedError(f"face {track_id} has no ring any more")
+                result = self._classify(state, (interval.onset, interval.apex))
+            except LookupError as exc:
+                self.stats.intervals_lost += 1
+                log.warning("stream %s face %d: interval %d-%d not classified: %s", self.stream_id, track_id,
+                            interval.onset, interval.offset, exc)
+                return
         captured_at = state.captured.get(interval.offset, time.monotonic())
         draft = make_event(interval, stream=self.stream_id, face=track_id, label=result.label, scores=result.scores,
                            engine=self.recognizer.engine_id, captured_at=captured_at)
@@ -188,6 +211,33 @@ class Pipeline:
             self.stats.event_delays.append((max(0.0, decided_t - interval.offset_t), float(event["latency_ms"])))
         if self.metrics is not None and event is not None:
             self.metrics.event_published(event)
+
+    def _classify(self, state: _Face, pair: tuple[int, int]) -> Recognition:
+        """Classify the (onset, apex) crops of a face's ring (LookupError if they have left it)."""
+        onset = np.array(state.ring.get(pair[0])[0])
+        apex = np.array(state.ring.get(pair[1])[0])
+        result = self.recognizer.classify(onset, apex)
+        self._observe("motion", result.motion_s)
+        self._observe("inference", result.inference_s)
+        return result
+
+    def _prepare(self, state: _Face, pair: tuple[int, int]) -> None:
+        """Classify an interval still inside the look-ahead, so that its event need not wait for the
+        motion kernels and the engine once it is final (the crops of a frame never change)."""
+        if pair in state.prepared:
+            return
+        try:
+            state.prepared[pair] = self._classify(state, pair)
+        except LookupError:
+            pass  # classified (or counted as lost) when final
+
+    def _forget_speculation(self, state: _Face, interval: SpottedInterval) -> None:
+        """Drop what was prepared for bounds this (final) interval has moved past."""
+        stale = [pair for pair in state.prepared if pair[1] <= interval.offset]
+        for pair in stale:
+            del state.prepared[pair]
+        self.stats.speculative_misses += len(stale)
+        state.speculated = {region for region in state.speculated if region > interval.offset}
 
     def _observe(self, stage: str, seconds: float) -> None:
         self.stats.stage_seconds[stage] += seconds

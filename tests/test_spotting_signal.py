@@ -46,6 +46,24 @@ def test_a_bump_is_spotted_with_its_boundaries_after_the_look_ahead():
     assert pushed_at == 119  # first frame at least 0.31 s after the offset (109 / 30 + 0.31 = 3.943 s)
 
 
+def test_provisional_bounds_are_known_during_the_look_ahead_and_cleared_when_final():
+    params = DetectParams(smooth_s=0.0, look_ahead_s=0.31)
+    detector = SignalDetector(params, FPS)
+    values = [quiet(i) + bump(i, 100, 10, 1.0) for i in range(200)]
+    first_seen, final_at = None, None
+    for i, value in enumerate(values):
+        final = detector.push(i, i / FPS, value)
+        if detector.provisional and first_seen is None:
+            first_seen = i
+            assert list(detector.provisional.values()) == [(101, 105)]  # the final onset and apex
+        if final:
+            final_at = i
+            assert (final[0].onset, final[0].apex) == (101, 105)
+            assert detector.provisional == {}
+    # Known as soon as the region closed (merge gap after frame 108), ten frames before it was final.
+    assert first_seen is not None and final_at == 119 and final_at - first_seen >= 8
+
+
 def test_long_bumps_are_macro_and_two_bumps_are_two_intervals():
     params = DetectParams(smooth_s=0.0)
     values = [quiet(i) + bump(i, 60, 30, 2.0) + bump(i, 120, 8, 0.8) for i in range(220)]

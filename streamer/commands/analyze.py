@@ -107,6 +107,8 @@ def analyze_file(path: Path, out_dir: Path, config, recognizer, *, video: bool =
         "frames_with_faces": pipeline.stats.frames_with_faces,
         "events": len(events.events),
         "intervals_lost": pipeline.stats.intervals_lost,
+        "speculative_hits": pipeline.stats.speculative_hits,
+        "speculative_misses": pipeline.stats.speculative_misses,
         "frames_dropped": counters.snapshot().get("frames_dropped", {}),
         "seconds": round(elapsed, 3),
         "frames_per_s": round(pipeline.stats.frames / elapsed, 1) if elapsed > 0 else None,

@@ -110,6 +110,11 @@ class FlowSpotter:
     def threshold(self) -> float:
         return self.detector.threshold
 
+    @property
+    def provisional(self) -> dict[int, tuple[int, int]]:
+        """Intervals still in the look-ahead: {region id: (onset frame, apex frame)} as they stand."""
+        return self.detector.provisional
+
     def push(self, gray: np.ndarray, t: float, index: int, points: np.ndarray) -> list[SpottedInterval]:
         """Add one aligned crop; returns the intervals that became final with it."""
         if self.buffer is None:

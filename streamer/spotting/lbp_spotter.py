@@ -102,6 +102,11 @@ class LbpSpotter:
     def threshold(self) -> float:
         return self.detector.threshold
 
+    @property
+    def provisional(self) -> dict[int, tuple[int, int]]:
+        """Intervals still in the look-ahead: {region id: (onset frame, apex frame)} as they stand."""
+        return self.detector.provisional
+
     def push(self, gray: np.ndarray, t: float, index: int, points: np.ndarray) -> list[SpottedInterval]:
         if self._ring is None:
             self._features = LbpFeatures(gray.shape[0], self.params.grid)

@@ -18,7 +18,9 @@ Both spotters reduce each frame to one number (how much the face has moved or ch
 5. **Duration filter** and **micro/macro** by duration.
 
 An interval is *final*, and returned, once ``look_ahead_s`` of stream time has passed after
-its offset: later frames can no longer move its offset.
+its offset: later frames can no longer move its offset. Meanwhile its bounds as they stand are
+in ``provisional`` (onset and apex frames), so that a caller can start the work an interval
+needs during the look-ahead instead of after it.
 """
 
 from __future__ import annotations
@@ -119,6 +121,9 @@ class SignalDetector:
         self.closed = False  # the last frame closed a region
         self.released = False  # the last frame closed a region that fell to its release level, not the threshold
         self._refractory = False  # after a release: no new region until the signal is back under the threshold
+        # Regions whose bounds are known but still inside the look-ahead: {region's first frame:
+        # (onset, apex)}. A caller may start work on them early (the pipeline classifies them).
+        self.provisional: dict[int, tuple[int, int]] = {}
 
     def push(self, index: int, t: float, value: float) -> list[SpottedInterval]:
         """Add one frame's signal value; returns the intervals that became final."""
@@ -198,18 +203,24 @@ class SignalDetector:
         waiting: list[_Region] = []
         for region in self._pending:
             if not flushing and t < region.last_t + self.params.look_ahead_s:
+                self._bounds(region, flushing, provisional=True)
                 waiting.append(region)
                 continue
             outcome = self._bounds(region, flushing)
             if outcome is None:  # the signal is still falling at the newest frame: wait for more
                 waiting.append(region)
-            elif outcome is not False:
+                continue
+            self.provisional.pop(region.first, None)
+            if outcome is not False:
                 final.append(outcome)
         self._pending = waiting
         return final
 
-    def _bounds(self, region: _Region, flushing: bool) -> SpottedInterval | None | bool:
-        """The region's interval; None to wait for more frames; False when it is filtered out or lost."""
+    def _bounds(self, region: _Region, flushing: bool, provisional: bool = False) -> SpottedInterval | None | bool:
+        """The region's interval; None to wait for more frames; False when it is filtered out or lost.
+
+        Whenever the interval is not final yet, its onset and apex as they stand go to
+        ``provisional``; with ``provisional=True`` that is all this does (returns None)."""
         history, params = self.history, self.params
         try:
             first = history.position_of(region.first)
@@ -230,11 +241,14 @@ class SignalDetector:
         valley = self.baseline + params.valley_fraction * rise
         onset = _walk(signal, peak, -1, level, valley)
         offset = _walk(signal, peak, +1, level, valley)
-        if offset == len(signal) - 1 and signal[offset] > level and not flushing:
-            return None
-        if not flushing and history.latest_t < times[offset] + params.look_ahead_s:
-            return None
         onset_index = max(int(indices[onset]), self._last_offset + 1)
+        still_falling = offset == len(signal) - 1 and signal[offset] > level
+        in_look_ahead = history.latest_t < times[offset] + params.look_ahead_s
+        if provisional or (not flushing and (still_falling or in_look_ahead)):
+            if onset_index <= int(indices[peak]):
+                self.provisional[region.first] = (onset_index, int(indices[peak]))
+            return None
+        self.provisional.pop(region.first, None)
         if onset_index > int(indices[offset]):
             return False
         onset = int(np.searchsorted(indices, onset_index))

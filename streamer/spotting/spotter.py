@@ -33,6 +33,11 @@ class Spotter(Protocol):
         """The threshold the signal is compared with now (inf until the quiet level is known)."""
         ...
 
+    @property
+    def provisional(self) -> dict[int, tuple[int, int]]:
+        """Intervals not final yet (inside the look-ahead): {region id: (onset frame, apex frame)}."""
+        ...
+
 
 def create_spotter(params: SpotParams, fps: float) -> Spotter:
     """A fresh spotter for one face track of a stream running at about ``fps`` frames per second.
