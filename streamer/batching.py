@@ -1,12 +1,15 @@
-"""One recognizer shared by many streams: requests from every stream are batched.
+"""Shared workers for many streams: requests from every stream are batched.
 
 A GPU earns its keep on batches, while each stream only has an onset/apex pair now and then.
-:class:`BatchingRecognizer` takes requests from any thread (``submit`` returns a future), and
-one worker thread turns whatever has arrived into a batch: it waits for the first request,
-then gathers more until ``max_batch`` are in hand or ``max_wait_s`` has passed since the first,
-so a lone request waits at most ``max_wait_s`` before it runs. The batch goes through the
-engine's motion input builder (on the engine's device; a TV-L1 runner of CUDA graphs on a GPU)
-and the engine, and each future receives its row of class probabilities.
+A :class:`PairBatcher` takes requests from any thread (``submit`` returns a future), and one
+worker thread turns whatever has arrived into a batch: it waits for the first request, then
+gathers more until ``max_batch`` are in hand or ``max_wait_s`` has passed since the first, so
+a lone request waits at most ``max_wait_s`` before it runs. Two workers are built on it:
+
+* :class:`BatchingRecognizer`, the shared inference worker: the batch goes through the
+  engine's motion input builder (on the engine's device; a TV-L1 runner of CUDA graphs on a
+  GPU) and the engine, and each future receives its row of class probabilities;
+* :class:`BatchingFlow`, the shared motion worker: each future receives its pair's flow.
 
 Nothing is dropped silently: a full queue refuses the request (the future fails with
 :class:`QueueFull`) and ``stats.refused`` counts it; a batch that raises fails every future in
@@ -28,7 +31,7 @@ import torch
 from engines.errors import MerError
 from engines.preprocess import MotionInputBuilder
 
-__all__ = ["BatchingRecognizer", "BatchingStats", "QueueFull"]
+__all__ = ["BatchingFlow", "BatchingRecognizer", "BatchingStats", "PairBatcher", "QueueFull"]
 
 log = logging.getLogger(__name__)
 
@@ -61,47 +64,37 @@ class _Request:
     submitted: float
 
 
-class BatchingRecognizer:
-    """Batches (onset, apex) crop pairs from many callers through one engine.
+class PairBatcher:
+    """Batches (onset, apex) crop pairs from many callers through one ``process`` function.
 
-    ``engine`` is a loaded runtime backend; ``builder`` its :class:`MotionInputBuilder` (by
-    default built from the engine's manifest, with a batched TV-L1 runner when the engine
-    runs on a CUDA device). Crops of one call must share a shape; different streams may send
-    different shapes only if the builder resizes them (its ``flow_size``).
+    Subclasses say what a batch becomes (:meth:`_process`: stacked pairs on ``device`` in,
+    one result row per pair out): :class:`BatchingRecognizer` (class probabilities) and
+    :class:`BatchingFlow` (optical flow, the shared motion worker).
     """
 
-    def __init__(
-        self,
-        engine,
-        builder: MotionInputBuilder | None = None,
-        *,
-        max_batch: int = 64,
-        max_wait_s: float = 0.004,
-        max_pending: int = 4096,
-    ) -> None:
+    def __init__(self, device: str | torch.device = "cpu", *, max_batch: int = 64, max_wait_s: float = 0.004,
+                 max_pending: int = 4096, name: str = "mer-batching") -> None:
         if max_batch < 1 or max_wait_s < 0 or max_pending < 1:
             raise ValueError("max_batch and max_pending must be >= 1 and max_wait_s >= 0")
-        self.engine = engine
-        self.device = torch.device(str(getattr(engine, "device", "cpu")))
-        if builder is None:
-            builder = MotionInputBuilder.from_manifest(engine.manifest)
-            if self.device.type == "cuda" and builder.flow_method == "tvl1":
-                builder = builder.tvl1_runner(self.device)
-        self.builder = builder
+        self.device = torch.device(device)
         self.max_batch = max_batch
         self.max_wait_s = max_wait_s
         self.stats = BatchingStats()
         self._count_lock = threading.Lock()  # submit() runs on many threads
         self._queue: queue.Queue[_Request | None] = queue.Queue(maxsize=max_pending)
         self._closed = False
-        self._worker = threading.Thread(target=self._run, name="mer-batching", daemon=True)
+        self._worker = threading.Thread(target=self._run, name=name, daemon=True)
         self._worker.start()
 
+    def _process(self, onset: torch.Tensor, apex: torch.Tensor):
+        """One result row per pair of the stacked ``(B, H, W)`` crops (on ``self.device``)."""
+        raise NotImplementedError
+
     def submit(self, onset, apex) -> Future:
-        """Queue one pair of grey crops ``(H, W)``; the future resolves to ``(C,)`` probabilities."""
+        """Queue one pair of grey crops ``(H, W)``; the future resolves to this pair's result row."""
         future: Future = Future()
         if self._closed:
-            future.set_exception(MerError("the shared recognizer is closed"))
+            future.set_exception(MerError(f"the shared {self._worker.name} worker is closed"))
             return future
         with self._count_lock:
             self.stats.requests += 1
@@ -110,7 +103,7 @@ class BatchingRecognizer:
         except queue.Full:
             with self._count_lock:
                 self.stats.refused += 1
-            future.set_exception(QueueFull(f"shared recognizer queue full ({self._queue.maxsize} pending)"))
+            future.set_exception(QueueFull(f"shared {self._worker.name} queue full ({self._queue.maxsize} pending)"))
         return future
 
     def _gather(self) -> list[_Request] | None:
@@ -139,7 +132,7 @@ class BatchingRecognizer:
             try:
                 scores = self._recognize(batch)
             except Exception as exc:  # noqa: BLE001 - every caller gets the error, the worker lives on
-                log.exception("shared recognizer: a batch of %d failed", len(batch))
+                log.exception("%s: a batch of %d failed", self._worker.name, len(batch))
                 self.stats.failed += len(batch)
                 for request in batch:
                     request.future.set_exception(exc)
@@ -150,14 +143,10 @@ class BatchingRecognizer:
                 request.future.set_result(row)
             self.stats.completed += len(batch)
 
-    def _recognize(self, batch: list[_Request]) -> np.ndarray:
+    def _recognize(self, batch: list[_Request]):
         onset = torch.stack([torch.as_tensor(r.onset) for r in batch]).to(self.device, non_blocking=True)
         apex = torch.stack([torch.as_tensor(r.apex) for r in batch]).to(self.device, non_blocking=True)
-        inputs = self.builder(onset, apex)
-        probabilities = getattr(self.engine, "probabilities", None)
-        if probabilities is not None:
-            return probabilities(inputs).cpu().numpy()
-        return self.engine.predict(inputs)
+        return self._process(onset, apex)
 
     def warm_up(self, crop_shape: tuple[int, int], sizes: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64)) -> None:
         """Run one batch of each size now (graph capture, compilation), not on a live request."""
@@ -174,8 +163,59 @@ class BatchingRecognizer:
         self._queue.put(None)
         self._worker.join(timeout)
 
-    def __enter__(self) -> BatchingRecognizer:
+    def __enter__(self):
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+class BatchingRecognizer(PairBatcher):
+    """The shared inference worker: pairs in, ``(C,)`` class probabilities out.
+
+    ``engine`` is a loaded runtime backend; ``builder`` its :class:`MotionInputBuilder` (by
+    default built from the engine's manifest, with a batched TV-L1 runner when the engine
+    runs on a CUDA device). Crops of one call must share a shape; different streams may send
+    different shapes only if the builder resizes them (its ``flow_size``).
+    """
+
+    def __init__(self, engine, builder: MotionInputBuilder | None = None, **options) -> None:
+        device = torch.device(str(getattr(engine, "device", "cpu")))
+        if builder is None:
+            builder = MotionInputBuilder.from_manifest(engine.manifest)
+            if device.type == "cuda" and builder.flow_method == "tvl1":
+                builder = builder.tvl1_runner(device)
+        self.engine = engine
+        self.builder = builder
+        super().__init__(device, name="recognizer", **options)
+
+    def _process(self, onset: torch.Tensor, apex: torch.Tensor) -> np.ndarray:
+        inputs = self.builder(onset, apex)
+        probabilities = getattr(self.engine, "probabilities", None)
+        if probabilities is not None:
+            return probabilities(inputs).cpu().numpy()
+        return self.engine.predict(inputs)
+
+
+class BatchingFlow(PairBatcher):
+    """The shared motion worker: pairs in, ``(2, H, W)`` TV-L1 flow (on ``device``) out.
+
+    On a CUDA device the batches run through a :class:`TVL1Runner` (CUDA graphs); on the CPU
+    through ``tvl1_flow``. The flows equal ``tvl1_flow`` on each pair with ``params``.
+    """
+
+    def __init__(self, params=None, device: str | torch.device = "cpu", *, compile_kernels: bool = False,
+                 **options) -> None:
+        from engines.motion.tvl1 import TVL1Params, tvl1_flow
+        from engines.motion.tvl1_graph import TVL1Runner
+
+        self.params = params or TVL1Params()
+        device = torch.device(device)
+        if device.type == "cuda":
+            self._flow = TVL1Runner(self.params, device, compile_kernels=compile_kernels)
+        else:
+            self._flow = lambda onset, apex: tvl1_flow(onset, apex, self.params)
+        super().__init__(device, name="motion", **options)
+
+    def _process(self, onset: torch.Tensor, apex: torch.Tensor) -> torch.Tensor:
+        return self._flow(onset, apex)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 
 import numpy as np
+import torch
 import pytest
 
 from engines.errors import MerError
@@ -97,3 +98,18 @@ def test_a_closed_recognizer_refuses(engine) -> None:
     shared.close()
     with pytest.raises(MerError, match="closed"):
         shared.submit(*_pairs(1)[0]).result(timeout=5)
+
+
+def test_shared_motion_worker_returns_each_pairs_flow() -> None:
+    from engines.motion import tvl1_flow
+    from engines.motion.tvl1 import TVL1Params
+    from streamer.batching import BatchingFlow
+
+    params = TVL1Params(nscales=2, warps=2, inner_iterations=10, outer_iterations=1, median_filtering=1)
+    pairs = _pairs(5, side=48, seed=5)
+    with BatchingFlow(params, max_batch=8, max_wait_s=0.5) as motion:
+        flows = [f.result(timeout=60) for f in [motion.submit(onset, apex) for onset, apex in pairs]]
+    assert motion.stats.completed == 5 and motion.stats.batches < 5
+    for (onset, apex), flow in zip(pairs, flows):
+        assert flow.shape == (2, 48, 48)
+        torch.testing.assert_close(flow, tvl1_flow(onset[None], apex[None], params)[0], atol=1e-5, rtol=0)

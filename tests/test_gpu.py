@@ -122,3 +122,23 @@ def test_tensorrt_engine_matches_the_cpu_engine(precision: str, tmp_path) -> Non
     assert gap <= {"fp32": PROBABILITY_TOLERANCE, "fp16": 1e-2, "int8": 0.1}[precision]
     again = load(default_engine_dir(), "tensorrt", **options)  # second load: from the plan cache
     np.testing.assert_allclose(again.predict(batch), engine.predict(batch), atol=1e-6)
+
+
+def test_eulerian_magnification_on_cuda_matches_cpu() -> None:
+    from engines.motion.magnify import eulerian_magnify
+
+    clips = torch.rand(2, 30, 64, 64) * 255
+    cpu = eulerian_magnify(clips, 30.0, 1.0, 4.0, 10.0)
+    gpu = eulerian_magnify(clips.cuda(), 30.0, 1.0, 4.0, 10.0)
+    torch.testing.assert_close(gpu.cpu(), cpu, atol=1e-2, rtol=0)  # 0..255 scale, float32 FFTs
+
+
+def test_shared_motion_worker_on_cuda_matches_cpu() -> None:
+    from streamer.batching import BatchingFlow
+
+    onset, apex, _ = synthetic_batch(64, 6, seed=9)
+    onset, apex = (onset * 255).round().to(torch.uint8), (apex * 255).round().to(torch.uint8)
+    with BatchingFlow(TVL1Params(**FAST), "cuda") as motion:
+        flows = torch.stack([f.result(timeout=120).cpu() for f in [motion.submit(o, a) for o, a in zip(onset, apex)]])
+    expected = tvl1_flow(onset, apex, TVL1Params(**FAST))
+    assert float(endpoint_error(flows, expected).mean()) <= MOTION_TOLERANCE_PX["fast"]
