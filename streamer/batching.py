@@ -130,7 +130,7 @@ class PairBatcher:
             if batch is None:
                 return
             try:
-                scores = self._recognize(batch)
+                rows = self._run_batch(batch)
             except Exception as exc:  # noqa: BLE001 - every caller gets the error, the worker lives on
                 log.exception("%s: a batch of %d failed", self._worker.name, len(batch))
                 self.stats.failed += len(batch)
@@ -139,11 +139,12 @@ class PairBatcher:
                 continue
             self.stats.batches += 1
             self.stats.batch_sizes.append(len(batch))
-            for request, row in zip(batch, scores):
+            for request, row in zip(batch, rows):
                 request.future.set_result(row)
             self.stats.completed += len(batch)
 
-    def _recognize(self, batch: list[_Request]):
+    def _run_batch(self, batch: list[_Request]):
+        """Stack the batch's crops on the device and process them: one result row per request."""
         onset = torch.stack([torch.as_tensor(r.onset) for r in batch]).to(self.device, non_blocking=True)
         apex = torch.stack([torch.as_tensor(r.apex) for r in batch]).to(self.device, non_blocking=True)
         return self._process(onset, apex)
@@ -153,7 +154,7 @@ class PairBatcher:
         crop = np.random.default_rng(0).integers(0, 256, crop_shape, dtype=np.uint8)
         for size in sizes:
             if size <= self.max_batch:
-                self._recognize([_Request(crop, crop, Future(), 0.0)] * size)
+                self._run_batch([_Request(crop, crop, Future(), 0.0)] * size)
 
     def close(self, timeout: float = 10.0) -> None:
         """Finish what is queued, then stop the worker."""
