@@ -290,15 +290,15 @@ def export_model(
     digest = weights_digest(model.state_dict())
     version = version or digest[:12]
     signature = preprocessing_signature(cfg, flow_method, flow_params, flow_size)
-    channels, height, width = cfg.input_size
+    sample_shape = [int(v) for v in cfg.input_size]
     manifest: dict[str, Any] = {
         "schema": SCHEMA,
         "model": {"name": cfg.name, "version": version, "args": builder_args, "weights_digest": digest},
         "input": {
             "name": INPUT_NAME,
-            "shape": ["batch", channels, height, width],
+            "shape": ["batch", *sample_shape],
             "dtype": "float32",
-            "layout": "NCHW",
+            "layout": "NCHW" if len(sample_shape) == 3 else "NTCHW",
             "channel_order": cfg.channel_order,
             "channels": list(cfg.channels),
             "value_range": list(cfg.value_range),
@@ -345,7 +345,7 @@ def export_model(
             if calibration_set.contract != wanted:
                 raise InputError(f"calibration set made for {calibration_set.contract}, the engine takes {wanted}",
                                  path=calibration_set.path)
-        plan_path, plan_info = build_plan_file(onnx_path, out_dir, sample_shape=(channels, height, width),
+        plan_path, plan_info = build_plan_file(onnx_path, out_dir, sample_shape=tuple(sample_shape),
                                                precision=precision, max_batch=max_batch, calibration=calibration_set)
         files[plan_path.name] = plan_path
         calibration_cache = out_dir / "model.int8.calibration"

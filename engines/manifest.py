@@ -85,6 +85,8 @@ def preprocessing_signature(
     the face-crop resolution the flow is computed at; ``None`` means "the crop as given"
     (the composite's flows were computed before this project, at a size it cannot know).
     """
+    if getattr(cfg, "clip", None) is not None:
+        return _clip_signature(cfg)
     method = flow_method or getattr(cfg, "flow", None) or "tvl1"
     params = dict(flow_params if flow_params is not None else (getattr(cfg, "flow_params", None) or {}))
     if method == "tvl1" and flow_params is None and not params:
@@ -98,6 +100,25 @@ def preprocessing_signature(
             "flow_size": None if flow_size is None else [int(v) for v in flow_size],
             "size": [height, width],
             "layout": "NCHW",
+            "dtype": "float32",
+            "channels": list(cfg.channels),
+            "channel_order": cfg.channel_order,
+            "value_range": list(cfg.value_range),
+            "mean": None if cfg.mean is None else list(cfg.mean),
+            "std": None if cfg.std is None else list(cfg.std),
+        }
+    )
+
+
+def _clip_signature(cfg) -> dict:
+    """A clip model's preprocessing: its :class:`~engines.clip_spec.ClipSpec`, which says how
+    aligned face crops become the input (``engines.clip_input.build_clip_input`` follows it)."""
+    return _as_json(
+        {
+            "motion": cfg.motion,
+            "clip": cfg.clip.to_dict(),
+            "size": [cfg.clip.size, cfg.clip.size],
+            "layout": "NCHW" if len(cfg.input_size) == 3 else "NTCHW",
             "dtype": "float32",
             "channels": list(cfg.channels),
             "channel_order": cfg.channel_order,

@@ -34,6 +34,9 @@ class MotionInputBuilder:
         """``flow_runner(onset, apex) -> flow`` replaces ``compute_flow`` for the signature's method
         (a ``TVL1Runner`` on a GPU); it must compute the same flow with the same parameters."""
         self.signature = dict(signature)
+        if "clip" in self.signature:
+            raise InputError("this engine takes clips of face crops (engines.clip_input.build_clip_input), "
+                             "not an onset/apex flow image", column="preprocessing.clip")
         self.flow_runner = flow_runner
         method = self._field("flow_method")
         if method not in FLOW_METHODS:

@@ -105,6 +105,10 @@ class Pipeline:
         self.ring_capacity = max(8, math.ceil(ring_seconds * fps))
         self.crop_size = tracker.aligner.size
         self.stats = PipelineStats()
+        # Clip engines may need colour crops kept in the ring, and the interval's offset (then
+        # nothing can be classified before the interval is final: no speculation).
+        self._needs_color = bool(getattr(recognizer, "needs_color", False))
+        self._speculate = not getattr(recognizer, "needs_offset", False)
         self._faces: dict[int, _Face] = {}
         self._last_t = 0.0
 
@@ -128,17 +132,18 @@ class Pipeline:
         for face in faces:
             state = self._faces.get(face.track_id)
             if state is None:
-                state = self._faces[face.track_id] = _Face(FaceRingBuffer(self.ring_capacity, self.crop_size),
-                                                          self.make_spotter(self.fps))
+                ring = FaceRingBuffer(self.ring_capacity, self.crop_size, color=self._needs_color)
+                state = self._faces[face.track_id] = _Face(ring, self.make_spotter(self.fps))
                 log.info("stream %s: face %d appeared at frame %d", self.stream_id, face.track_id, frame.index)
             aligned = face.aligned
-            state.ring.push(aligned.gray, frame.t, frame.index, aligned.points)
+            state.ring.push(aligned.gray, frame.t, frame.index, aligned.points,
+                            color=aligned.color if self._needs_color else None)
             state.captured[frame.index] = frame.captured_at
             if len(state.captured) > self.ring_capacity:
                 del state.captured[next(iter(state.captured))]
             for interval in state.spotter.push(aligned.gray, frame.t, frame.index, aligned.points):
                 finished.append((face.track_id, interval))
-            for region, pair in state.spotter.provisional.items():
+            for region, pair in state.spotter.provisional.items() if self._speculate else ():
                 if region not in state.speculated:
                     state.speculated.add(region)
                     speculate.append((state, pair))
@@ -194,7 +199,7 @@ class Pipeline:
             try:
                 if state is None:
                     raise FrameEvictedError(f"face {track_id} has no ring any more")
-                result = self._classify(state, (interval.onset, interval.apex))
+                result = self._classify(state, (interval.onset, interval.apex), interval.offset)
             except LookupError as exc:
                 self.stats.intervals_lost += 1
                 log.warning("stream %s face %d: interval %d-%d not classified: %s", self.stream_id, track_id,
@@ -212,11 +217,18 @@ class Pipeline:
         if self.metrics is not None and event is not None:
             self.metrics.event_published(event)
 
-    def _classify(self, state: _Face, pair: tuple[int, int]) -> Recognition:
-        """Classify the (onset, apex) crops of a face's ring (LookupError if they have left it)."""
-        onset = np.array(state.ring.get(pair[0])[0])
-        apex = np.array(state.ring.get(pair[1])[0])
-        result = self.recognizer.classify(onset, apex)
+    def _classify(self, state: _Face, pair: tuple[int, int], offset: int | None = None) -> Recognition:
+        """Classify an interval from a face's ring (LookupError if its crops have left it): the
+        (onset, apex) crops for a flow-image engine, the onset..offset crops for a clip engine."""
+        if getattr(self.recognizer, "clip_spec", None) is None:
+            onset = np.array(state.ring.get(pair[0])[0])
+            apex = np.array(state.ring.get(pair[1])[0])
+            result = self.recognizer.classify(onset, apex)
+        else:
+            last = pair[1] if offset is None else offset
+            frames, indices = state.ring.frames_between(pair[0], last, color=self._needs_color)
+            apex_at = int(np.searchsorted(indices, pair[1]))
+            result = self.recognizer.classify_clip(frames, 0, apex_at, len(indices) - 1, self.fps)
         self._observe("motion", result.motion_s)
         self._observe("inference", result.inference_s)
         return result

@@ -1,9 +1,12 @@
-"""Classify a spotted interval: onset and apex face crops -> engine input -> class scores.
+"""Classify a spotted interval: face crops -> engine input -> class scores.
 
-The engine's manifest says how its input is made (flow method, crop size, planes); the
-recognizer builds exactly that input with ``engines.preprocess.MotionInputBuilder`` and runs
-the engine through the one runtime interface (``engines.runtime.load``), so any exported
-engine can be swapped in with ``--engine``.
+The engine's manifest says how its input is made. A flow-image engine (STSTNet and kin)
+needs the onset and apex crops; the recognizer builds its input with
+``engines.preprocess.MotionInputBuilder``. A clip engine (EDMDBN, MMNet, DSTAN, ...) carries
+a :class:`~engines.clip_spec.ClipSpec`; the recognizer builds its input from the interval's
+crops with ``engines.clip_input.build_clip_input``, the very function ``mer prepare`` and
+``mer train`` use. Either way the engine runs through the one runtime interface
+(``engines.runtime.load``), so any exported engine can be swapped in with ``--engine``.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from engines.clip_spec import ClipSpec
 from engines.errors import InputError
 from engines.preprocess import MotionInputBuilder
 from engines.runtime import load
@@ -49,8 +53,21 @@ class Recognizer:
     def __init__(self, engine_dir: str | Path | None = None, backend: str = "auto", threads: int = 1) -> None:
         engine_dir = default_engine_dir() if engine_dir is None else Path(engine_dir)
         self.engine = load(engine_dir, backend=backend, threads=threads)
-        self.builder = MotionInputBuilder.from_manifest(self.engine.manifest)
+        clip = self.engine.manifest.preprocessing.get("clip")
+        self.clip_spec = None if clip is None else ClipSpec.from_dict(clip)
+        self.builder = MotionInputBuilder.from_manifest(self.engine.manifest) if self.clip_spec is None else None
         self.class_names = self.engine.class_names
+
+    @property
+    def needs_color(self) -> bool:
+        """Whether the engine looks at colour crops (the ring must keep them)."""
+        return self.clip_spec is not None and self.clip_spec.color == "rgb"
+
+    @property
+    def needs_offset(self) -> bool:
+        """Whether the input depends on the interval's offset (no classifying before it is final)."""
+        return self.clip_spec is not None and (self.clip_spec.anchors == "onset_apex_offset"
+                                               or self.clip_spec.magnify is not None)
 
     @property
     def engine_id(self) -> str:
@@ -68,8 +85,26 @@ class Recognizer:
 
     def classify(self, onset: np.ndarray, apex: np.ndarray) -> Recognition:
         """Scores for one onset/apex pair of aligned grey crops (uint8, same shape)."""
+        if self.builder is None:
+            raise InputError(f"engine {self.engine_id} takes clips; call classify_clip", column="preprocessing.clip")
         start = time.perf_counter()
         batch = self.builder(onset[None], apex[None])
+        return self._score(batch, start)
+
+    def classify_clip(self, frames: np.ndarray, onset: int, apex: int, offset: int | None,
+                      fps: float | None) -> Recognition:
+        """Scores for one interval of a clip engine: ``frames`` are its aligned crops (colour RGB
+        when the engine needs colour), ``onset``/``apex``/``offset`` indices into them."""
+        from engines.clip_input import build_clip_input
+
+        if self.clip_spec is None:
+            raise InputError(f"engine {self.engine_id} takes onset/apex pairs; call classify",
+                             column="preprocessing")
+        start = time.perf_counter()
+        sample = build_clip_input(frames, onset, apex, offset, self.clip_spec, fps=fps)
+        return self._score(sample[None], start)
+
+    def _score(self, batch: np.ndarray, start: float) -> Recognition:
         motion_done = time.perf_counter()
         scores = self.engine.predict(batch)[0]
         done = time.perf_counter()

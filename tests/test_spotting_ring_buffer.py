@@ -66,3 +66,33 @@ def test_push_allocates_nothing_in_steady_state():
     tracemalloc.stop()
     assert all(a is b for a, b in zip(arrays, (ring.gray, ring.points, ring.times, ring.indices)))
     assert peak < gray.nbytes // 4  # 200 pushes of a 16 KB crop: no copy of a frame was ever made
+
+
+def test_colour_ring_keeps_colour_crops_and_returns_a_clip_between_two_frames():
+    ring = FaceRingBuffer(capacity=5, size=16, color=True)
+    for i in (0, 1, 3, 4, 5, 6):  # frame 2 had no face: skipped
+        gray, points = frame(i)
+        ring.push(gray, i / 30, i, points, color=np.full((16, 16, 3), (i, 2 * i, 3 * i), dtype=np.uint8))
+    clip, indices = ring.frames_between(2, 5, color=True)  # starts on the skipped frame
+    assert indices.tolist() == [3, 4, 5]
+    assert clip.shape == (3, 16, 16, 3) and clip[:, 0, 0].tolist() == [[3, 6, 9], [4, 8, 12], [5, 10, 15]]
+    grey, _ = ring.frames_between(3, 4)
+    assert grey[:, 0, 0].tolist() == [3, 4]
+    clip[0] = 0  # a copy: the ring is untouched
+    assert ring.frames_between(3, 3, color=True)[0][0, 0, 0].tolist() == [3, 6, 9]
+    with pytest.raises(FrameEvictedError, match="frame 0 has been overwritten"):
+        ring.frames_between(0, 4)
+    with pytest.raises(KeyError, match="not in the ring yet"):
+        ring.frames_between(4, 9)
+
+
+def test_colour_ring_refuses_a_frame_without_its_colour_crop_and_grey_ring_has_none():
+    ring = FaceRingBuffer(capacity=3, size=16, color=True)
+    gray, points = frame(1)
+    with pytest.raises(InputError, match="keeps colour crops"):
+        ring.push(gray, 0.0, 1, points)
+    grey_only = FaceRingBuffer(capacity=3, size=16)
+    grey_only.push(gray, 0.0, 1, points)
+    assert grey_only.color is None
+    with pytest.raises(ValueError, match="no colour crops"):
+        grey_only.frames_between(1, 1, color=True)

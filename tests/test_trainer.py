@@ -116,3 +116,52 @@ def test_recipe_model_options_schedule_and_betas_reach_the_fold():
     with pytest.raises(Exception, match="has no option 'dropout'"):
         train_fold(base.model_copy(update={"model_options": {"dropout": 0.1}}), fold, inputs, labels, subjects, CLASSES)
 
+
+
+def test_weight_averaging_keeps_the_mean_weights_and_recomputes_batchnorm():
+    from torch import nn
+
+    from training.trainer import _use_averaged_weights
+
+    model = nn.Sequential(nn.Conv2d(1, 2, 1), nn.BatchNorm2d(2))
+    averaged = torch.optim.swa_utils.AveragedModel(model)
+    for value in (1.0, 3.0):
+        with torch.no_grad():
+            for parameter in model.parameters():
+                parameter.fill_(value)
+        averaged.update_parameters(model)
+    inputs = torch.arange(16, dtype=torch.float32).view(4, 1, 2, 2)
+    _use_averaged_weights(model, averaged, inputs, batch_size=2)
+    assert all(torch.allclose(p, torch.full_like(p, 2.0)) for p in model.parameters())
+    # conv with weight 2, bias 2 maps x to 2x + 2: the recomputed running mean is its mean over all
+    # inputs (update_bn averages batch means, equal batches here).
+    assert torch.allclose(model[1].running_mean, torch.full((2,), 2 * 7.5 + 2))
+
+
+def test_weight_averaging_runs_in_a_fold_and_refuses_early_stopping_beside_it():
+    samples, inputs, labels = _task(subjects=3)
+    fold = leave_one_subject_out(samples)[0]
+    subjects = [s.subject for s in samples]
+    recipe = RECIPE.model_copy(update={"epochs": 4, "average_last_epochs": 2})
+    result = train_fold(recipe, fold, inputs, labels, subjects, CLASSES)
+    assert result.epochs_run == 4 and np.allclose(result.scores.sum(axis=1), 1.0)
+    with pytest.raises(ValueError, match="pick one"):
+        train_fold(recipe.model_copy(update={"validation_fraction": 0.5}), fold, inputs, labels, subjects, CLASSES)
+
+
+def test_fine_tuning_start_loads_matching_tensors_and_leaves_a_new_head_fresh(tmp_path):
+    from engines.checkpoints import write_state_dict
+    from engines.errors import InputError
+    from engines.models import create_model
+    from training.trainer import load_matching_weights
+
+    pretrained = create_model("ststnet", label_names=("a", "b", "c", "d", "e", "f", "g"))
+    path = write_state_dict(pretrained.state_dict(), tmp_path / "pretrained.pth")
+    model = create_model("ststnet", label_names=CLASSES)
+    fresh_head = model.fc.weight.detach().clone()
+    left = load_matching_weights(model, str(path))
+    assert left == ["fc.bias", "fc.weight"]
+    assert torch.equal(model.conv1.weight, pretrained.conv1.weight) and torch.equal(model.fc.weight, fresh_head)
+    other = write_state_dict({"unrelated.weight": torch.zeros(2)}, tmp_path / "other.pth")
+    with pytest.raises(InputError, match="no tensor of the checkpoint matches"):
+        load_matching_weights(model, str(other))

@@ -38,9 +38,16 @@ class TrainRecipe(ConfigModel):
     validation_fraction: float = Field(0.0, ge=0, lt=1)
     patience: int = Field(50, ge=1)
     seed: int = 0
+    # Stochastic weight averaging (Izmailov et al. 2018): keep the mean of the weights at the
+    # end of each of the last N epochs (BatchNorm statistics recomputed on the training
+    # samples) instead of the last epoch's. A fixed rule, so still no held-out choice; 0 = off.
+    average_last_epochs: int = Field(0, ge=0)
     # Options for the model's builder (e.g. Dual-ATME's flip_prob). They are recorded with
     # the run, and ``mer evaluate`` / ``mer export`` rebuild the model with the same ones.
     model_options: dict[str, int | float | str | bool] = Field(default_factory=dict)
+    # Fine-tuning: a state dict (e.g. written by ``mer pretrain``) loaded into every fold's
+    # fresh model before training; tensors whose name or shape differ (a new head) are skipped.
+    init_weights: str | None = None
 
 
 def load_recipe(model: str, path: str | Path | None = None) -> TrainRecipe:

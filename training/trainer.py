@@ -7,6 +7,12 @@ back and the epoch with the lowest loss on them is kept (early stopping); the he
 subject is never used for any choice. Folds run in worker processes, one thread each,
 so a 2-core machine trains two folds at a time.
 
+Models that are not trained by gradient descent say so: ``model.closed_form = True`` and
+``model.fit_closed_form(inputs, labels, weight, seed)`` (LBP-TOP + SVM, Bi-WOOF + SVM: the
+SVM is fitted on the fold's training samples and becomes the model's final linear layer).
+A model with an ``after_training(inputs, labels, weight, seed)`` method gets it called on
+the training samples once its epochs are done (DSTAN fits its SVM fusion there).
+
 Determinism: a fold's randomness (initial weights, batch order, inner split) comes from
 ``(recipe.seed, subject)`` only, so a fold gives the same result whether it runs alone,
 in a pool, or in any order. On CPU torch's kernels are deterministic for these models
@@ -34,7 +40,7 @@ from training.recipes import TrainRecipe
 
 log = logging.getLogger(__name__)
 
-__all__ = ["FoldResult", "train_fold", "run_folds", "fold_seed"]
+__all__ = ["FoldResult", "train_fold", "run_folds", "fold_seed", "load_matching_weights"]
 
 
 @dataclass
@@ -61,6 +67,25 @@ def _class_weights(labels: torch.Tensor, num_classes: int, mode: str) -> torch.T
     counts = torch.bincount(labels, minlength=num_classes).float()
     weights = torch.where(counts > 0, labels.numel() / (num_classes * counts.clamp(min=1)), torch.zeros_like(counts))
     return weights
+
+
+def load_matching_weights(model: nn.Module, path: str) -> list[str]:
+    """Load the tensors of the state dict at ``path`` whose name and shape match ``model``'s.
+
+    Returns the names left at their fresh initialisation (a pretrained head for another
+    label set, say). Refuses a file that shares no tensor with the model: that is the wrong
+    checkpoint, not a fine-tuning start.
+    """
+    from engines.checkpoints import read_state_dict
+    from engines.errors import InputError
+
+    pretrained = read_state_dict(path)
+    own = model.state_dict()
+    usable = {k: v for k, v in pretrained.items() if k in own and tuple(own[k].shape) == tuple(v.shape)}
+    if not usable:
+        raise InputError(f"no tensor of the checkpoint matches model {type(model).__name__}", path=path)
+    model.load_state_dict(usable, strict=False)
+    return sorted(set(own) - set(usable))
 
 
 def _optimizer(recipe: TrainRecipe, model: nn.Module) -> torch.optim.Optimizer:
@@ -102,6 +127,8 @@ def train_fold(
     generator = torch.Generator().manual_seed(seed)
     num_classes = len(class_names)
     model = create_model(recipe.model, label_names=tuple(class_names), **recipe.model_options)
+    if recipe.init_weights:
+        load_matching_weights(model, recipe.init_weights)
     optimizer = _optimizer(recipe, model)
     scheduler = (
         torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=recipe.epochs)
@@ -118,8 +145,16 @@ def train_fold(
         x_val, y_val = inputs[validation_index], labels[validation_index]
     x_train, y_train = inputs[train_index], labels[train_index]
     weight = _class_weights(y_train, num_classes, recipe.class_weighting)
+    if getattr(model, "closed_form", False):
+        model.fit_closed_form(x_train, y_train, weight, seed)
+        scores = _predict(model, inputs[list(fold.test)], recipe.batch_size).numpy()
+        state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        return FoldResult(fold.test_subject, fold.test, scores, state, 0, held_back, None)
 
     best_loss, best_epoch, best_state, since_best = float("inf"), None, None, 0
+    if recipe.average_last_epochs and held_back:
+        raise ValueError("weight averaging and early stopping are two ways of choosing the final weights; pick one")
+    averaged = torch.optim.swa_utils.AveragedModel(model) if recipe.average_last_epochs else None
     epochs_run = 0
     for epoch in range(recipe.epochs):
         model.train()
@@ -133,6 +168,8 @@ def train_fold(
         if scheduler is not None:
             scheduler.step()
         epochs_run = epoch + 1
+        if averaged is not None and epoch >= recipe.epochs - recipe.average_last_epochs:
+            averaged.update_parameters(model)
         if held_back:
             model.eval()
             with torch.inference_mode():
@@ -146,9 +183,27 @@ def train_fold(
                     break
     if best_state is not None:
         model.load_state_dict(best_state)
+    elif averaged is not None and averaged.n_averaged.item() > 0:
+        _use_averaged_weights(model, averaged, x_train, recipe.batch_size)
+    after_training = getattr(model, "after_training", None)
+    if after_training is not None:
+        after_training(x_train, y_train, weight, seed)
     scores = _predict(model, inputs[list(fold.test)], recipe.batch_size).numpy()
     state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     return FoldResult(fold.test_subject, fold.test, scores, state, epochs_run, held_back, best_epoch)
+
+
+def _use_averaged_weights(model: nn.Module, averaged, inputs: torch.Tensor, batch_size: int) -> None:
+    """Load the averaged weights into ``model`` and recompute its BatchNorm statistics on
+    ``inputs`` (the averaged weights never ran, so the running statistics of any single epoch
+    do not describe their activations)."""
+    mean_parameters = dict(averaged.module.named_parameters())
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            parameter.copy_(mean_parameters[name])
+    batches = [inputs[start : start + batch_size] for start in range(0, len(inputs), batch_size)]
+    with torch.no_grad():
+        torch.optim.swa_utils.update_bn(batches, model)
 
 
 # Worker-process state, set once per worker by _init_worker so the arrays travel once.

@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 
 from torch import nn
 
+from engines.clip_spec import ClipSpec
 from engines.errors import MerError
 
 __all__ = [
@@ -47,15 +48,18 @@ class ModelArgumentError(MerError, TypeError):
 class ModelCfg:
     """What a model expects as input, what its outputs mean, and where it comes from.
 
-    Input contract: ``input_size`` is (channels, height, width) of one NCHW sample;
-    ``channel_order`` and ``channels`` say which plane is which; ``value_range`` is the range
-    of the values fed in; ``mean``/``std`` are the per-channel normalisation applied *by the
-    caller* before the model (None: none); ``motion`` describes how the motion image is made.
+    Input contract: ``input_size`` is the shape of one sample: (channels, height, width) for
+    an image, (frames, channels, height, width) for a clip; ``channel_order`` and ``channels``
+    say which plane is which; ``value_range`` is the range of the values fed in;
+    ``mean``/``std`` are the per-channel normalisation applied *by the caller* before the
+    model (None: none); ``motion`` describes how the input is made. ``clip`` is None for
+    models fed the composite's flow image, else the :class:`~engines.clip_spec.ClipSpec`
+    saying how aligned face crops of a clip become the input (``mer prepare``, the stream).
     """
 
     name: str
     # Input contract.
-    input_size: tuple[int, int, int]
+    input_size: tuple[int, ...]
     channel_order: str
     channels: tuple[str, ...]
     value_range: tuple[float, float]
@@ -71,10 +75,17 @@ class ModelCfg:
     train_datasets: tuple[str, ...] = ()
     protocol: str = ""
     notes: str = ""
+    clip: ClipSpec | None = None
 
     def __post_init__(self) -> None:
-        if len(self.channels) != self.input_size[0]:
-            raise ValueError(f"{self.name}: {len(self.channels)} channel names for {self.input_size[0]} channels")
+        if len(self.input_size) not in (3, 4):
+            raise ValueError(f"{self.name}: input_size must be (C, H, W) or (T, C, H, W), got {self.input_size}")
+        planes = self.input_size[-3]
+        if len(self.channels) != planes:
+            raise ValueError(f"{self.name}: {len(self.channels)} channel names for {planes} channels")
+        if self.clip is not None and tuple(self.clip.sample_shape) != tuple(self.input_size):
+            raise ValueError(f"{self.name}: clip spec makes samples of shape {self.clip.sample_shape}, "
+                             f"input_size says {self.input_size}")
         if len(set(self.label_names)) != len(self.label_names) or not self.label_names:
             raise ValueError(f"{self.name}: label names must be unique and non-empty, got {self.label_names}")
 
@@ -93,6 +104,21 @@ class ModelCfg:
         except (TypeError, ValueError) as exc:
             raise ValueError(f"{self.name}: model cfg is not JSON-serialisable: {exc}") from None
         return {key: list(value) if isinstance(value, tuple) else value for key, value in data.items()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelCfg:
+        """The cfg :meth:`to_dict` wrote (tuples and the clip spec restored)."""
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        values = {}
+        for key, value in data.items():
+            if key not in fields:
+                continue  # a field a newer mer wrote; the contract fields are all known
+            if key == "clip":
+                value = None if value is None else ClipSpec.from_dict(value)
+            elif isinstance(value, list):
+                value = tuple(value)
+            values[key] = value
+        return cls(**values)
 
 
 ModelFn = TypeVar("ModelFn", bound=Callable[..., nn.Module])

@@ -134,25 +134,60 @@ class IndexedRing:
 
 
 class FaceRingBuffer(IndexedRing):
-    """The last ``capacity`` aligned crops (``size`` x ``size`` uint8) of one face with times and landmarks."""
+    """The last ``capacity`` aligned crops (``size`` x ``size`` uint8) of one face with times and landmarks.
 
-    def __init__(self, capacity: int, size: int) -> None:
+    With ``color=True`` the ring also keeps each frame's colour crop (``size`` x ``size`` x 3,
+    the order the caller pushes), for engines whose model looks at colour frames; grey-only
+    engines do not pay for it.
+    """
+
+    def __init__(self, capacity: int, size: int, color: bool = False) -> None:
         super().__init__(capacity)
         self.size = size
         self.gray = np.zeros((capacity, size, size), dtype=np.uint8)
         self.points = np.zeros((capacity, N_POINTS, 2), dtype=np.float32)
+        self.color = np.zeros((capacity, size, size, 3), dtype=np.uint8) if color else None
 
-    def push(self, gray: np.ndarray, t: float, index: int, points: np.ndarray) -> int:
+    def push(self, gray: np.ndarray, t: float, index: int, points: np.ndarray, color: np.ndarray | None = None) -> int:
         """Copy one frame into the ring (overwriting the oldest when full); returns its slot."""
         if gray.shape != (self.size, self.size) or gray.dtype != np.uint8:
             raise InputError(f"frame {index}: expected a {self.size}x{self.size} uint8 crop, "
                              f"got {gray.dtype} {gray.shape}", row=index)
         if points.shape != (N_POINTS, 2):
             raise InputError(f"frame {index}: expected ({N_POINTS}, 2) landmarks, got {points.shape}", row=index)
+        if self.color is not None and (color is None or color.shape != (self.size, self.size, 3)):
+            got = "none" if color is None else f"{color.dtype} {color.shape}"
+            raise InputError(f"frame {index}: this ring keeps colour crops; expected {self.size}x{self.size}x3, "
+                             f"got {got}", row=index)
         slot = self._next_slot(index, t)
         np.copyto(self.gray[slot], gray)
         np.copyto(self.points[slot], points, casting="same_kind")
+        if self.color is not None:
+            np.copyto(self.color[slot], color)
         return slot
+
+    def frames_between(self, first: int, last: int, color: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """Copies of the held crops with ``first <= index <= last``, oldest first, and their indices.
+
+        Raises FrameEvictedError when ``first`` has left the ring (the clip would be cut short),
+        KeyError when ``last`` has not arrived yet.
+        """
+        if color and self.color is None:
+            raise ValueError("this ring keeps no colour crops (create it with color=True)")
+        if first not in self:
+            self._check_first(first)
+        self.slot(last)
+        positions = [p for p in range(len(self)) if first <= self.indices[self._slot_of_position(p)] <= last]
+        slots = [self._slot_of_position(p) for p in positions]
+        store = self.color if color else self.gray
+        return store[slots].copy(), self.indices[slots].copy()
+
+    def _check_first(self, first: int) -> None:
+        """A clip may start on a frame without this face (skipped), but not before the ring's memory."""
+        oldest = self.oldest_index
+        if oldest is None or (first < oldest and self._count > self.capacity):
+            raise FrameEvictedError(f"frame {first} has been overwritten: the ring holds {self.capacity} frames, "
+                                    f"oldest now {oldest}")
 
     def get(self, index: int) -> tuple[np.ndarray, float, np.ndarray]:
         """(crop, time, landmarks) of frame ``index``; the arrays are views into the ring (valid until overwritten)."""

@@ -47,6 +47,9 @@ def add_parser(subparsers) -> None:
     train.add_argument("--recipe", type=Path, help="training recipe TOML (default: configs/train/<model>.toml)")
     train.add_argument("--epochs", type=int, help="override the recipe's number of epochs")
     train.add_argument("--seed", type=int, help="override the recipe's seed")
+    train.add_argument("--init-weights", type=Path,
+                       help="start every fold from this state dict (e.g. mer pretrain's weights.pth); "
+                       "overrides the recipe's init_weights")
     train.add_argument("--workers", type=int, help="parallel fold processes (default: number of cores)")
     train.add_argument("--resume", action="store_true", help="reuse the folds an interrupted run in --out already finished")
     train.set_defaults(run=run_train)
@@ -68,11 +71,16 @@ def add_parser(subparsers) -> None:
     evaluate.set_defaults(run=run_evaluate)
 
 
-def _load_task(args):
-    """Samples with a label under the class map, their inputs, labels and the folds to run."""
+def _load_task(args, model_options: dict):
+    """Samples with a label under the class map, their inputs, labels and the folds to run.
+
+    The inputs are what the model built with ``model_options`` takes (its cfg says: the
+    composite's flow images, or clips of face crops), so the model is built once here.
+    """
+    from engines.models import create_model
     from training.classmaps import CLASS_MAPS
     from training.datasets import SPOTTING_DATASETS, load_dataset
-    from training.inputs import load_motion_images
+    from training.inputs import load_model_inputs
     from training.protocol import leave_one_subject_out
 
     if args.dataset in SPOTTING_DATASETS:
@@ -83,7 +91,8 @@ def _load_task(args):
     samples = [s for s in load_dataset(args.dataset, root=args.root, sheet=args.sheet) if class_map.name in s.labels]
     if not samples:
         raise InputError(f"no sample of {args.dataset} has a {class_map.name} label", path=args.root)
-    inputs = load_motion_images(samples)
+    cfg = create_model(args.model, label_names=class_map.classes, **model_options).cfg
+    inputs = load_model_inputs(cfg, args.dataset, samples, args.root)
     labels = torch.tensor([class_map.index(s.labels[class_map.name]) for s in samples], dtype=torch.int64)
     wanted = None if not args.folds else [name.strip() for name in args.folds.split(",") if name.strip()]
     try:
@@ -109,10 +118,14 @@ def run_train(args) -> int:
 
     recipe = load_recipe(args.model, args.recipe)
     overrides = {key: value for key, value in (("epochs", args.epochs), ("seed", args.seed)) if value is not None}
+    if args.init_weights is not None:
+        if not args.init_weights.is_file():
+            raise InputError("no such weights file", path=args.init_weights)
+        overrides["init_weights"] = str(args.init_weights)
     recipe = recipe.model_copy(update=overrides)
     if recipe.model != args.model:
         raise InputError(f"recipe is for model {recipe.model!r}, not {args.model!r}", path=args.recipe)
-    samples, inputs, labels, class_map, folds = _load_task(args)
+    samples, inputs, labels, class_map, folds = _load_task(args, recipe.model_options)
     keys = [sample.key for sample in samples]
     store = FoldStore(args.out, {
         "model": args.model, "dataset": args.dataset, "protocol": args.protocol, "class_map": class_map.name,
@@ -169,10 +182,10 @@ def run_evaluate(args) -> int:
     from training.reports import write_run_outputs
     from training.metrics import summaries
 
-    samples, inputs, labels, class_map, folds = _load_task(args)
     model_options = json_object_option(args.model_args, "--model-args")
     if model_options is None:
         model_options = _recorded_model_options(args.weights_dir)
+    samples, inputs, labels, class_map, folds = _load_task(args, model_options)
     scores_by_fold = []
     for fold in folds:
         model = create_model(args.model, label_names=class_map.classes, **model_options)
