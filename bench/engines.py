@@ -8,7 +8,10 @@ Each registered model (seeded random weights: latency does not depend on the val
 exported to a temporary engine directory and loaded by both backends with the same thread
 count. Calls alternate between the two backends, so both see the same machine load: batch 1
 latency (median and p90 over ``--iterations`` calls) and batch 64 throughput (samples/s from
-the median of ``--batch-repeats`` calls). A model that cannot be exported is reported as such.
+the median of ``--batch-repeats`` calls); a model too slow for that many calls within
+``--budget`` seconds gets fewer (the table says how many). Inputs are uniform over the
+model's value range; SVM models are first fitted on random labels. A model that cannot be
+exported is reported as such.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ BACKENDS = ("onnxruntime", "torch")
 def _interleaved_times(engines: dict, batch: np.ndarray, calls: int) -> dict[str, np.ndarray]:
     """Seconds per ``predict`` for each engine, alternating engines call by call (after a warm-up)."""
     for engine in engines.values():
-        for _ in range(5):
+        for _ in range(min(5, calls)):
             engine.predict(batch)
     times = {name: [] for name in engines}
     for _ in range(calls):
@@ -48,22 +51,49 @@ def _interleaved_times(engines: dict, batch: np.ndarray, calls: int) -> dict[str
     return {name: np.asarray(values) for name, values in times.items()}
 
 
-def bench_model(name: str, threads: int, iterations: int, batch_repeats: int, workdir: Path) -> dict:
+def _random_inputs(cfg, count: int, rng: np.random.Generator) -> np.ndarray:
+    """Uniform values over the model's input range (0..255 flow images, 0..1 face crops)."""
+    low, high = cfg.value_range
+    return rng.uniform(low, high, size=(count, *cfg.input_size)).astype(np.float32)
+
+
+def _fit_if_closed_form(model, rng: np.random.Generator) -> None:
+    """An SVM model must be fitted before it predicts; random labels do (timing does not depend on them)."""
+    if getattr(model, "closed_form", False):
+        inputs = torch.from_numpy(_random_inputs(model.cfg, 24, rng))
+        labels = torch.arange(24) % model.num_classes
+        model.fit_closed_form(inputs, labels, None, 0)
+
+
+def _calls_within(engines: dict, batch: np.ndarray, wanted: int, budget_s: float) -> int:
+    """``wanted`` calls, or fewer so that a slow model's timing stays within ``budget_s`` per backend."""
+    slowest = 0.0
+    for engine in engines.values():
+        started = time.perf_counter()
+        engine.predict(batch)
+        slowest = max(slowest, time.perf_counter() - started)
+    return max(3, min(wanted, int(budget_s / max(slowest, 1e-6))))
+
+
+def bench_model(name: str, threads: int, iterations: int, batch_repeats: int, workdir: Path,
+                budget_s: float = 60.0) -> dict:
     torch.manual_seed(0)
+    rng = np.random.default_rng(0)
     model = create_model(name).eval()
+    _fit_if_closed_form(model, rng)
     engine_dir = workdir / name
     try:
         export_model(model, engine_dir, overwrite=True)
     except MerError as exc:
         return {"model": name, "error": str(exc).splitlines()[0]}
     engines = {backend: load(engine_dir, backend, threads=threads) for backend in BACKENDS}
-    shape = engines["torch"].manifest.sample_shape
-    rng = np.random.default_rng(0)
-    single = rng.integers(0, 256, size=(1, *shape)).astype(np.float32)
-    batch64 = rng.integers(0, 256, size=(64, *shape)).astype(np.float32)
-    latency = _interleaved_times(engines, single, iterations)
-    throughput = _interleaved_times(engines, batch64, batch_repeats)
-    row = {"model": name, "parameters": sum(p.numel() for p in model.parameters())}
+    single = _random_inputs(model.cfg, 1, rng)
+    batch64 = _random_inputs(model.cfg, 64, rng)
+    latency = _interleaved_times(engines, single, _calls_within(engines, single, iterations, budget_s))
+    throughput = _interleaved_times(engines, batch64, _calls_within(engines, batch64, batch_repeats, budget_s))
+    row = {"model": name, "parameters": sum(p.numel() for p in model.parameters()),
+           "input": list(model.cfg.input_size), "b1_calls": len(latency["torch"]),
+           "b64_calls": len(throughput["torch"])}
     for backend in BACKENDS:
         row[backend] = {
             "b1_median_ms": float(np.median(latency[backend]) * 1e3),
@@ -75,17 +105,17 @@ def bench_model(name: str, threads: int, iterations: int, batch_repeats: int, wo
 
 def markdown(rows: list[dict]) -> str:
     lines = [
-        "| model | params | ORT b1 median ms | ORT b1 p90 ms | torch b1 median ms | torch b1 p90 ms | "
+        "| model | input | params | ORT b1 median ms | ORT b1 p90 ms | torch b1 median ms | torch b1 p90 ms | "
         "b1 median ORT/torch | ORT b64 samples/s | torch b64 samples/s | b64 throughput ORT/torch |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in rows:
         if "error" in row:
-            lines.append(f"| {row['model']} | – | not exportable: {row['error']} |" + " |" * 7)
+            lines.append(f"| {row['model']} | – | – | not exportable: {row['error']} |" + " |" * 7)
             continue
         o, t = row["onnxruntime"], row["torch"]
         lines.append(
-            f"| {row['model']} | {row['parameters']:,} | {o['b1_median_ms']:.3f} | {o['b1_p90_ms']:.3f} | "
+            f"| {row['model']} | {'×'.join(map(str, row['input']))} | {row['parameters']:,} | {o['b1_median_ms']:.3f} | {o['b1_p90_ms']:.3f} | "
             f"{t['b1_median_ms']:.3f} | {t['b1_p90_ms']:.3f} | {o['b1_median_ms'] / t['b1_median_ms']:.2f} | "
             f"{o['b64_samples_per_s']:,.0f} | {t['b64_samples_per_s']:,.0f} | "
             f"{o['b64_samples_per_s'] / t['b64_samples_per_s']:.2f} |"
@@ -99,12 +129,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--iterations", type=int, default=300, help="batch-1 calls per backend (default 300)")
     parser.add_argument("--batch-repeats", type=int, default=40, help="batch-64 calls per backend (default 40)")
     parser.add_argument("--models", help="comma-separated model names (default: every registered model)")
+    parser.add_argument("--budget", type=float, default=60.0,
+                        help="seconds of timed calls per model, backend and batch size at most: slow models "
+                        "get fewer calls (default 60)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     names = args.models.split(",") if args.models else list_models()
     with tempfile.TemporaryDirectory(prefix="mer-bench-engines-") as workdir:
-        rows = [bench_model(n, args.threads, args.iterations, args.batch_repeats, Path(workdir)) for n in names]
+        rows = [bench_model(n, args.threads, args.iterations, args.batch_repeats, Path(workdir), args.budget)
+                for n in names]
     import onnxruntime
 
     info = {

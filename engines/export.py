@@ -424,6 +424,11 @@ def export_checkpoint(
         keys = ("dataset", "protocol", "class_map", "folds", "recipe")
         training = {key: record.run[key] for key in keys if key in record.run}
         training["run_folder"] = str(record.folder)
+    # A flow-image model trained on face crops (mer prepare) records the flow its inputs were made with.
+    recorded_flow = record.run.get("flow_input") if isinstance(record.run.get("flow_input"), dict) else {}
+    for key in ("flow_method", "flow_params", "flow_size"):
+        if options.get(key) is None and key in recorded_flow:
+            options[key] = recorded_flow[key]
     source = {"checkpoint": checkpoint.name, "checkpoint_sha256": file_entry(checkpoint)["sha256"]}
     return export_model(model, out_dir, model_args=model_args, training=training, metrics=record.metrics,
                         source=source, **options)

@@ -21,7 +21,17 @@ from engines.motion import FLOW_METHODS, compute_flow
 from engines.motion.frames import as_pair_batch
 from engines.motion.representation import flow_image
 
-__all__ = ["MotionInputBuilder", "FLOW_PLANES"]
+__all__ = ["MotionInputBuilder", "FLOW_PLANES", "LIVE_FLOW"]
+
+# Motion for the live path, and for flow-image models trained on face crops (`mer prepare`):
+# TV-L1 (the papers' flow) on a 64x64 crop with a short schedule (two scales suffice: a
+# micro-expression moves the 64x64 face by well under 2 px), so one event's input costs about
+# 10 ms of one CPU core instead of seconds (docs/benchmarks.md). The shipped engine uses it.
+LIVE_FLOW = {
+    "flow_method": "tvl1",
+    "flow_params": {"nscales": 2, "warps": 2, "inner_iterations": 10, "outer_iterations": 1, "median_filtering": 1},
+    "flow_size": (64, 64),
+}
 
 # The planes flow_image produces, in its "rgb" order.
 FLOW_PLANES = ("u", "v", "optical_strain")

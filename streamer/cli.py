@@ -21,10 +21,12 @@ from engines.errors import MerError
 COMMAND_MODULES = (
     "training.commands.synth",
     "training.commands.data",
+    "training.commands.prepare",
     "engines.commands.bench",
     "engines.commands.export",
     "training.commands.calibration",
     "training.commands.train",
+    "training.commands.pretrain",
     "training.commands.spot",
     "training.commands.ensemble",
     "streamer.commands.stream",

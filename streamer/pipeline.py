@@ -227,6 +227,8 @@ class Pipeline:
         else:
             last = pair[1] if offset is None else offset
             frames, indices = state.ring.frames_between(pair[0], last, color=self._needs_color)
+            if self._needs_color:
+                frames = frames[..., ::-1]  # the front end's crops are BGR; clip models take RGB
             apex_at = int(np.searchsorted(indices, pair[1]))
             result = self.recognizer.classify_clip(frames, 0, apex_at, len(indices) - 1, self.fps)
         self._observe("motion", result.motion_s)

@@ -279,7 +279,8 @@ def test_spotting_sheet_errors_name_row_and_column(tmp_path):
 
 
 def test_registry_names_and_errors(tmp_path):
-    assert DATASET_NAMES == ("casme2", "samm", "smic", "mmew", "casme3", "casme2-spot", "samm-lv", "megc2019-flow")
+    assert DATASET_NAMES == ("casme2", "samm", "smic", "mmew", "casme3", "fer2013", "rafdb", "ckplus", "megc2019-apex",
+                             "casme2-spot", "samm-lv", "megc2019-flow", "prepared")
     with pytest.raises(InputError, match="unknown dataset 'casme4'"):
         load_dataset("casme4", root=tmp_path)
     with pytest.raises(InputError, match="give a sheet or a root"):

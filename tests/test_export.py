@@ -18,20 +18,22 @@ from engines.checkpoints import write_state_dict
 from engines.errors import InputError, MerError
 from engines.export import DEFAULT_OPSET, PARITY_ATOL, export_checkpoint, export_model, weights_digest
 from engines.manifest import SCHEMA, preprocessing_signature, read_manifest, sha256_file
-from engines.models import create_model, is_model, list_models
+from engines.models import is_model, list_models
 from engines.runtime import load
 from engines.runtime.tensorrt_backend import tensorrt_unavailable_reason
 from streamer.cli import main as mer
+from tests.model_zoo import random_images as model_zoo_images
+from tests.model_zoo import small_model, small_options
 
 MODEL_NAMES = list_models()
 # The registered model with the fewest parameters: the one the option and CLI tests export.
-SMALLEST = min(MODEL_NAMES, key=lambda name: sum(p.numel() for p in create_model(name).parameters()))
+SMALLEST = "ststnet"
 
 
 def make_model(name: str, seed: int = 0, **kwargs) -> torch.nn.Module:
-    """A registry model with seeded random weights and non-trivial BatchNorm statistics."""
-    torch.manual_seed(seed)
-    model = create_model(name, **kwargs)
+    """A registry model at its small test size (tests/model_zoo.py) with seeded random weights and
+    non-trivial BatchNorm statistics."""
+    model = small_model(name, seed, **kwargs)
     generator = torch.Generator().manual_seed(seed)
     for module in model.modules():
         if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
@@ -40,9 +42,13 @@ def make_model(name: str, seed: int = 0, **kwargs) -> torch.nn.Module:
     return model.eval()
 
 
-def random_images(shape: tuple[int, ...], batch: int, seed: int = 0) -> np.ndarray:
-    """Random 0..255 images of the engine's input shape, as float32."""
-    return np.random.default_rng(seed).integers(0, 256, size=(batch, *shape)).astype(np.float32)
+def random_images(shape: tuple[int, ...], batch: int, seed: int = 0, value_range=(0.0, 255.0)) -> np.ndarray:
+    """Random whole numbers in the engine's value range (0..255 images), or uniform values in a
+    narrower range (0..1 face crops), of the engine's input shape, as float32."""
+    low, high = value_range
+    if high - low >= 255:
+        return np.random.default_rng(seed).integers(int(low), int(high) + 1, size=(batch, *shape)).astype(np.float32)
+    return model_zoo_images(shape, batch, value_range, seed)
 
 
 @pytest.fixture(scope="module", params=MODEL_NAMES)
@@ -50,7 +56,7 @@ def exported(request, tmp_path_factory):
     """(model, engine directory) for each registered model, exported once per module."""
     model = make_model(request.param)
     out = tmp_path_factory.mktemp(f"engine_{request.param}")
-    export_model(model, out, overwrite=True)
+    export_model(model, out, overwrite=True, model_args=small_options(request.param))
     return model, out
 
 
@@ -62,15 +68,16 @@ def test_manifest_describes_the_model(exported) -> None:
     assert data["schema"] == SCHEMA == "mer.engine/1"
     assert data["model"]["name"] == cfg.name
     assert data["model"]["version"] == weights_digest(model.state_dict())[:12] == manifest.version
-    assert data["model"]["args"] == {"label_names": list(cfg.label_names)}
+    assert data["model"]["args"] == {**small_options(cfg.name), "label_names": list(cfg.label_names)}
     assert data["input"]["shape"] == ["batch", *cfg.input_size]
-    assert data["input"]["dtype"] == "float32" and data["input"]["layout"] == "NCHW"
+    assert data["input"]["dtype"] == "float32"
+    assert data["input"]["layout"] == ("NCHW" if len(cfg.input_size) == 3 else "NTCHW")
     assert data["input"]["channel_order"] == cfg.channel_order
     assert data["input"]["value_range"] == list(cfg.value_range)
     assert data["output"]["shape"] == ["batch", cfg.num_classes]
     assert data["class_names"] == list(cfg.label_names)
     assert data["preprocessing"] == preprocessing_signature(cfg)
-    assert data["preprocessing"]["size"] == list(cfg.input_size[1:])
+    assert data["preprocessing"]["size"] == list(cfg.input_size[-2:])
     assert data["model_cfg"] == json.loads(json.dumps(cfg.to_dict()))
     assert data["metrics"] is None and data["training"]["datasets"] == list(cfg.train_datasets)
     assert set(data["files"]) == {"model.onnx", "weights.pth"}
@@ -103,7 +110,7 @@ def test_onnx_file_is_single_opset17_dynamic_batch_with_metadata(exported) -> No
 def test_onnxruntime_matches_torch(exported, batch: int) -> None:
     model, out = exported
     ort_engine, torch_engine = load(out, "onnxruntime"), load(out, "torch")
-    images = random_images(tuple(model.cfg.input_size), batch, seed=batch)
+    images = random_images(tuple(model.cfg.input_size), batch, seed=batch, value_range=model.cfg.value_range)
     with torch.inference_mode():
         reference = torch.softmax(model(torch.from_numpy(images)), dim=1).numpy()
     ort_scores, torch_scores = ort_engine.predict(images), torch_engine.predict(images)

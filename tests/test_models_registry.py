@@ -1,7 +1,8 @@
 """Checks every registered model gets for free (after timm's tests/test_models.py).
 
 Parametrised over ``list_models()``, so a model added to ``engines/models/__init__.py`` is
-covered by forward, backward and cfg checks on the day it is registered.
+covered by forward, backward and cfg checks on the day it is registered, at the small size
+its synthetic recipe builds it at (tests/model_zoo.py).
 """
 
 from __future__ import annotations
@@ -23,15 +24,15 @@ from engines.models import (
     model_entrypoint,
     register_model,
 )
+from tests.model_zoo import random_inputs, small_model
+from training.trainer import _loss
 
 MODEL_NAMES = list_models()
 
 
 def _input_for(model: torch.nn.Module, batch: int = 4) -> torch.Tensor:
     """A random batch spanning the model's declared value range."""
-    low, high = model.cfg.value_range
-    generator = torch.Generator().manual_seed(0)
-    return low + (high - low) * torch.rand((batch, *model.cfg.input_size), generator=generator)
+    return random_inputs(model.cfg, batch)
 
 
 def test_registry_knows_ststnet() -> None:
@@ -42,7 +43,7 @@ def test_registry_knows_ststnet() -> None:
 
 @pytest.mark.parametrize("name", MODEL_NAMES)
 def test_forward_has_no_nan_and_matches_features_then_head(name: str) -> None:
-    model = create_model(name).eval()
+    model = small_model(name).eval()
     x = _input_for(model)
     with torch.no_grad():
         logits = model(x)
@@ -57,11 +58,10 @@ def test_forward_has_no_nan_and_matches_features_then_head(name: str) -> None:
 
 @pytest.mark.parametrize("name", MODEL_NAMES)
 def test_backward_reaches_every_parameter(name: str) -> None:
-    torch.manual_seed(0)
-    model = create_model(name).train()
+    model = small_model(name).train()
     x = _input_for(model)
     target = torch.arange(x.shape[0]) % model.num_classes
-    torch.nn.functional.cross_entropy(model(x), target).backward()
+    _loss(model, model(x), target, None).backward()
     params = dict(model.named_parameters())
     no_grad = [n for n, p in params.items() if p.grad is None or not torch.isfinite(p.grad).all()]
     zero_grad = [n for n, p in params.items() if p.grad is not None and not p.grad.abs().sum() > 0]
@@ -70,19 +70,21 @@ def test_backward_reaches_every_parameter(name: str) -> None:
 
 @pytest.mark.parametrize("name", MODEL_NAMES)
 def test_cfg_declares_the_input_contract_labels_and_provenance(name: str) -> None:
-    model = create_model(name)
+    model = small_model(name)
     cfg = model.cfg
     assert isinstance(cfg, ModelCfg)
     assert cfg.name == name
-    assert len(cfg.input_size) == 3 and all(isinstance(v, int) and v > 0 for v in cfg.input_size)
-    assert cfg.channel_order and len(cfg.channels) == cfg.input_size[0]
+    assert len(cfg.input_size) in (3, 4) and all(isinstance(v, int) and v > 0 for v in cfg.input_size)
+    assert cfg.channel_order and len(cfg.channels) == cfg.input_size[-3]
+    if cfg.clip is not None:  # a clip model's input is exactly what its ClipSpec makes
+        assert tuple(cfg.input_size) == cfg.clip.sample_shape and tuple(cfg.channels) == cfg.clip.channels
     assert cfg.value_range[0] < cfg.value_range[1]
     assert cfg.motion
     assert model.num_classes == cfg.num_classes == len(cfg.label_names)
     assert cfg.source_url and cfg.paper and cfg.license_note and cfg.protocol
     # The cfg travels as JSON (export metadata, reports) and comes back equal.
     data = json.loads(json.dumps(cfg.to_dict()))
-    assert ModelCfg(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}) == cfg
+    assert ModelCfg.from_dict(data) == cfg
 
 
 def test_cfg_refuses_values_json_cannot_carry() -> None:

@@ -165,3 +165,45 @@ def test_fine_tuning_start_loads_matching_tensors_and_leaves_a_new_head_fresh(tm
     other = write_state_dict({"unrelated.weight": torch.zeros(2)}, tmp_path / "other.pth")
     with pytest.raises(InputError, match="no tensor of the checkpoint matches"):
         load_matching_weights(model, str(other))
+
+
+@pytest.mark.parametrize("schedule", ["constant", "cosine", "exponential"])
+def test_learning_rate_warms_up_linearly_then_follows_the_schedule(schedule):
+    from torch import nn
+
+    from training.trainer import _scheduler
+
+    recipe = TrainRecipe(model="ststnet", epochs=10, batch_size=4, lr=1.0, lr_schedule=schedule,
+                         warmup_epochs=4, lr_gamma=0.5)
+    optimizer = torch.optim.SGD(nn.Linear(1, 1).parameters(), lr=recipe.lr)
+    scheduler = _scheduler(recipe, optimizer)
+    rates = []
+    for _ in range(recipe.epochs):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert rates[:4] == pytest.approx([0.2, 0.4, 0.6, 0.8])
+    after = rates[4:]
+    expected = {"constant": [1.0] * 6, "exponential": [0.5**k for k in range(6)],
+                "cosine": [0.5 * (1 + np.cos(np.pi * k / 6)) for k in range(6)]}[schedule]
+    assert after == pytest.approx(expected)
+    with pytest.raises(ValueError, match="fewer than epochs"):
+        _scheduler(recipe.model_copy(update={"warmup_epochs": 10}), optimizer)
+
+
+def test_decay_stops_after_lr_decay_epochs(monkeypatch):
+    samples, inputs, labels = _task(subjects=2, per_subject=3)
+    fold = leave_one_subject_out(samples)[0]
+    recipe = RECIPE.model_copy(update={"epochs": 5, "lr": 1.0, "lr_schedule": "exponential", "lr_gamma": 0.5,
+                                       "lr_decay_epochs": 2, "optimizer": "sgd"})
+    seen = []
+    original = torch.optim.SGD.step
+
+    def spy(self, *args, **kwargs):
+        seen.append(self.param_groups[0]["lr"])
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.SGD, "step", spy)
+    train_fold(recipe, fold, inputs, labels, [s.subject for s in samples], CLASSES)
+    per_epoch = sorted(set(seen), reverse=True)
+    assert per_epoch == [1.0, 0.5, 0.25]  # decayed after epochs 1 and 2, then held

@@ -28,7 +28,7 @@ from engines.errors import InputError
 from engines.export import export_model
 from engines.manifest import preprocessing_signature
 from engines.models import create_model
-from engines.preprocess import MotionInputBuilder
+from engines.preprocess import LIVE_FLOW, MotionInputBuilder
 from streamer.frames import Frame
 from streamer.front_end import FacesConfig, build_tracker
 from training.classmaps import MEGC3
@@ -43,12 +43,10 @@ log = logging.getLogger(__name__)
 
 DEFAULT_OUT = Path(__file__).resolve().parents[1] / "engines" / "default_engine"
 
-# Motion for the live path: TV-L1 (the papers' flow) on a 64x64 crop with a short schedule
-# (two scales suffice: a micro-expression moves the 64x64 face by well under 2 px), so one
-# event's input costs about 10 ms of one CPU core instead of seconds (docs/benchmarks.md).
-FLOW_METHOD = "tvl1"
-FLOW_PARAMS = {"nscales": 2, "warps": 2, "inner_iterations": 10, "outer_iterations": 1, "median_filtering": 1}
-FLOW_SIZE = (64, 64)
+# Motion for the live path (engines.preprocess.LIVE_FLOW: TV-L1 on a 64x64 crop, short schedule).
+FLOW_METHOD = LIVE_FLOW["flow_method"]
+FLOW_PARAMS = LIVE_FLOW["flow_params"]
+FLOW_SIZE = LIVE_FLOW["flow_size"]
 # The live path's typical frame: a 640x480 camera, the face filling 60 % of the height.
 CLIP_SIZE = (640, 480)
 

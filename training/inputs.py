@@ -4,7 +4,9 @@ Two kinds of models, told apart by ``ModelCfg.clip``:
 
 * flow-image models (``clip is None``) get the composite's published motion images exactly as
   the original STSTNet release feeds them: ``cv2.imread`` (BGR planes), float32 0..255, NCHW,
-  no normalisation;
+  no normalisation; from a ``mer prepare`` cache of face crops they get the same kind of image
+  computed from each clip's onset and apex crops the way the live stream does
+  (:func:`prepared_flow_signature`, recorded with the run so ``mer export`` writes it);
 * clip models get what their :class:`~engines.clip_spec.ClipSpec` asks for, built by
   ``engines.clip_input.build_clip_input`` (the function the live stream uses too): from a
   ``mer prepare`` cache of aligned face crops, or, for an apex-only spec, from a dataset of
@@ -79,10 +81,14 @@ def load_face_images(samples: Sequence[Sample], spec) -> torch.Tensor:
 def load_model_inputs(cfg, dataset: str, samples: Sequence[Sample], root=None) -> torch.Tensor:
     """The inputs ``cfg``'s model takes, for ``samples`` of ``dataset`` (see the module doc)."""
     if cfg.clip is None:
-        if dataset in FACE_IMAGE_DATASETS or dataset == "prepared":
-            raise InputError(f"model {cfg.name} takes the composite's flow images; {dataset} holds face crops "
-                             "(use --dataset megc2019-flow)")
-        inputs = load_motion_images(samples)
+        if dataset in FACE_IMAGE_DATASETS:
+            raise InputError(f"model {cfg.name} takes onset->apex flow images; {dataset} holds single face crops")
+        if dataset == "prepared":
+            from training.datasets.prepared import load_flow_images
+
+            inputs = load_flow_images(samples, prepared_flow_signature(cfg), root)
+        else:
+            inputs = load_motion_images(samples)
     elif dataset in FACE_IMAGE_DATASETS:
         inputs = load_face_images(samples, cfg.clip)
     elif dataset == "prepared":
@@ -95,6 +101,15 @@ def load_model_inputs(cfg, dataset: str, samples: Sequence[Sample], root=None) -
                          "--dataset prepared --root CACHE")
     check_contract(cfg, inputs)
     return inputs
+
+
+def prepared_flow_signature(cfg) -> dict:
+    """How a flow-image model's input is made from face crops (a ``mer prepare`` cache): the live
+    path's flow (``engines.preprocess.LIVE_FLOW``), so the trained model serves as an engine as is."""
+    from engines.manifest import preprocessing_signature
+    from engines.preprocess import LIVE_FLOW
+
+    return preprocessing_signature(cfg, **LIVE_FLOW)
 
 
 def check_contract(cfg, inputs: torch.Tensor) -> None:

@@ -30,7 +30,14 @@ class TrainRecipe(ConfigModel):
     batch_size: int = Field(ge=1)
     optimizer: Literal["adam", "adamw", "sgd"] = "adam"
     lr: float = Field(gt=0)
-    lr_schedule: Literal["constant", "cosine"] = "constant"
+    lr_schedule: Literal["constant", "cosine", "exponential"] = "constant"
+    # Linear warm-up: epoch k < warmup_epochs runs at lr·(k+1)/(warmup_epochs+1), then the schedule
+    # over the remaining ones (EDMDBN: 15 of 60). ``lr_gamma``: the exponential decay per epoch.
+    warmup_epochs: int = Field(0, ge=0)
+    lr_gamma: float = Field(0.9, gt=0, le=1)
+    # Step the schedule after each of the first N epochs only, then hold the rate (MMNet's
+    # public code: exponential decay over 50 of its epochs). None: every epoch.
+    lr_decay_epochs: int | None = Field(None, ge=1)
     betas: tuple[float, float] = (0.9, 0.999)
     weight_decay: float = Field(0.0, ge=0)
     momentum: float = Field(0.9, ge=0, lt=1)
@@ -44,7 +51,7 @@ class TrainRecipe(ConfigModel):
     average_last_epochs: int = Field(0, ge=0)
     # Options for the model's builder (e.g. Dual-ATME's flip_prob). They are recorded with
     # the run, and ``mer evaluate`` / ``mer export`` rebuild the model with the same ones.
-    model_options: dict[str, int | float | str | bool] = Field(default_factory=dict)
+    model_options: dict[str, int | float | str | bool | list[int] | list[float]] = Field(default_factory=dict)
     # Fine-tuning: a state dict (e.g. written by ``mer pretrain``) loaded into every fold's
     # fresh model before training; tensors whose name or shape differ (a new head) are skipped.
     init_weights: str | None = None

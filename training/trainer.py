@@ -88,6 +88,23 @@ def load_matching_weights(model: nn.Module, path: str) -> list[str]:
     return sorted(set(own) - set(usable))
 
 
+def _scheduler(recipe: TrainRecipe, optimizer: torch.optim.Optimizer):
+    """The per-epoch learning-rate schedule: optional linear warm-up, then constant, cosine or exponential."""
+    lr = torch.optim.lr_scheduler
+    if recipe.warmup_epochs >= recipe.epochs:
+        raise ValueError(f"warmup_epochs ({recipe.warmup_epochs}) must be fewer than epochs ({recipe.epochs})")
+    rest = recipe.epochs - recipe.warmup_epochs
+    main = {
+        "constant": lambda: lr.ConstantLR(optimizer, factor=1.0, total_iters=0),
+        "cosine": lambda: lr.CosineAnnealingLR(optimizer, T_max=rest),
+        "exponential": lambda: lr.ExponentialLR(optimizer, gamma=recipe.lr_gamma),
+    }[recipe.lr_schedule]()
+    if not recipe.warmup_epochs:
+        return None if recipe.lr_schedule == "constant" else main
+    warmup = lr.LinearLR(optimizer, start_factor=1.0 / (recipe.warmup_epochs + 1), total_iters=recipe.warmup_epochs)
+    return lr.SequentialLR(optimizer, [warmup, main], milestones=[recipe.warmup_epochs])
+
+
 def _optimizer(recipe: TrainRecipe, model: nn.Module) -> torch.optim.Optimizer:
     parameters = model.parameters()
     if recipe.optimizer == "adam":
@@ -130,11 +147,7 @@ def train_fold(
     if recipe.init_weights:
         load_matching_weights(model, recipe.init_weights)
     optimizer = _optimizer(recipe, model)
-    scheduler = (
-        torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=recipe.epochs)
-        if recipe.lr_schedule == "cosine"
-        else None
-    )
+    scheduler = _scheduler(recipe, optimizer)
 
     train_index = list(fold.train)
     held_back: tuple[str, ...] = ()
@@ -165,7 +178,7 @@ def train_fold(
             loss = _loss(model, model(x_train[batch]), y_train[batch], weight)
             loss.backward()
             optimizer.step()
-        if scheduler is not None:
+        if scheduler is not None and (recipe.lr_decay_epochs is None or epoch < recipe.lr_decay_epochs):
             scheduler.step()
         epochs_run = epoch + 1
         if averaged is not None and epoch >= recipe.epochs - recipe.average_last_epochs:

@@ -103,7 +103,8 @@ class FaceAligner:
         smoother: AnchorSmoother | None = None,
         t: float = 0.0,
     ) -> AlignedFace:
-        """The aligned grey crop and landmarks; with a ``smoother``, the transform is steadied over time ``t``."""
+        """The aligned grey (and BGR colour) crop and landmarks; with a ``smoother``, the transform is
+        steadied over time ``t``."""
         anchors = self.anchors(points68)
         if smoother is not None:
             anchors = smoother(anchors, t)
@@ -113,4 +114,4 @@ class FaceAligner:
         )
         gray = crop if crop.ndim == 2 else cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY)
         points = (np.asarray(points68, dtype=np.float64) @ matrix[:, :2].T + matrix[:, 2]).astype(np.float32)
-        return AlignedFace(gray, points, matrix)
+        return AlignedFace(gray, points, matrix, color=crop if crop.ndim == 3 else None)

@@ -27,11 +27,17 @@ class FaceLandmarks:
 
 @dataclass
 class AlignedFace:
-    """A face warped to a fixed-size, upright crop."""
+    """A face warped to a fixed-size, upright crop.
+
+    ``color`` is the same crop before the grey conversion, in the frame's own BGR order (the
+    warp makes it anyway, so keeping it is free); None when the frame was grey. Models fed
+    colour convert it to RGB where they build their input (``mer prepare``, the recognizer).
+    """
 
     gray: np.ndarray  # (S, S) uint8
     points: np.ndarray  # (68, 2) float32 in crop coordinates
     matrix: np.ndarray  # (2, 3) float64 affine, image -> crop
+    color: np.ndarray | None = None  # (S, S, 3) uint8 BGR
 
 
 @dataclass

@@ -15,7 +15,7 @@ from training.classmaps import MEGC3
 from training.datasets import DATASET_NAMES, SPOTTING_DATASETS, load_dataset
 from training.samples import Interval, Sample
 
-COMPOSITE_DATASETS = frozenset({"megc2019-flow"})
+COMPOSITE_DATASETS = frozenset({"megc2019-flow", "megc2019-apex"})
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:

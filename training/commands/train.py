@@ -72,7 +72,7 @@ def add_parser(subparsers) -> None:
 
 
 def _load_task(args, model_options: dict):
-    """Samples with a label under the class map, their inputs, labels and the folds to run.
+    """Samples with a label under the class map, their inputs, labels, the folds to run and the model cfg.
 
     The inputs are what the model built with ``model_options`` takes (its cfg says: the
     composite's flow images, or clips of face crops), so the model is built once here.
@@ -99,7 +99,7 @@ def _load_task(args, model_options: dict):
         folds = leave_one_subject_out(samples, wanted)
     except ValueError as exc:
         raise InputError(str(exc)) from None
-    return samples, inputs, labels, class_map, folds
+    return samples, inputs, labels, class_map, folds, cfg
 
 
 def _pooled(samples, folds, scores_by_fold, labels, class_names):
@@ -125,7 +125,7 @@ def run_train(args) -> int:
     recipe = recipe.model_copy(update=overrides)
     if recipe.model != args.model:
         raise InputError(f"recipe is for model {recipe.model!r}, not {args.model!r}", path=args.recipe)
-    samples, inputs, labels, class_map, folds = _load_task(args, recipe.model_options)
+    samples, inputs, labels, class_map, folds, cfg = _load_task(args, recipe.model_options)
     keys = [sample.key for sample in samples]
     store = FoldStore(args.out, {
         "model": args.model, "dataset": args.dataset, "protocol": args.protocol, "class_map": class_map.name,
@@ -157,6 +157,12 @@ def run_train(args) -> int:
         "torch": torch.__version__,
         "python": platform.python_version(),
     }
+    if cfg.clip is None and args.dataset == "prepared":
+        from engines.preprocess import LIVE_FLOW
+
+        # The flow the inputs were made with, for mer export to write into the engine's manifest.
+        run_info["flow_input"] = {key: list(value) if isinstance(value, tuple) else value
+                                  for key, value in LIVE_FLOW.items()}
     reports = write_run_outputs(args.out, predictions, run_info)
     overall = reports["all"]
     print(f"{args.model} {args.protocol} on {args.dataset}: {len(folds)} folds, UF1 {overall.uf1:.4f} UAR {overall.uar:.4f} "
@@ -185,7 +191,7 @@ def run_evaluate(args) -> int:
     model_options = json_object_option(args.model_args, "--model-args")
     if model_options is None:
         model_options = _recorded_model_options(args.weights_dir)
-    samples, inputs, labels, class_map, folds = _load_task(args, model_options)
+    samples, inputs, labels, class_map, folds, _ = _load_task(args, model_options)
     scores_by_fold = []
     for fold in folds:
         model = create_model(args.model, label_names=class_map.classes, **model_options)

@@ -23,9 +23,14 @@ READERS: dict[str, str] = {
     "smic": "smic",
     "mmew": "mmew",
     "casme3": "casme3",
+    "fer2013": "fer2013",
+    "rafdb": "rafdb",
+    "ckplus": "ckplus",
+    "megc2019-apex": "megc2019_apex",
     "casme2-spot": "casme2_spot",
     "samm-lv": "samm_lv",
     "megc2019-flow": "megc2019_flow",
+    "prepared": "prepared",
 }
 DATASET_NAMES: tuple[str, ...] = tuple(READERS)
 SPOTTING_DATASETS: frozenset[str] = frozenset({"casme2-spot", "samm-lv"})

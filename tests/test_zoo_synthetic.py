@@ -1,0 +1,126 @@
+"""Every model of the zoo, end to end on synthetic clips, through the real command line:
+
+``mer synth clips`` -> ``mer prepare`` (the streaming face front end) -> ``mer train`` (LOSO,
+the model's ``configs/train/<name>_synth.toml``) -> ``mer export`` -> the stream's recognizer.
+
+Each model must beat chance on held-out subjects, and the engine exported from a fold's
+weights, fed by the live path's own input code from that clip's face crops, must give the
+scores the trainer recorded for the held-out sample: train-time and serve-time inputs are
+the same. The clips are made easy (5-7 px expressions, 30 fps, 64 px crops) so that tiny
+models learn them in seconds; this is a test of the machinery, not of the models' accuracy.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from engines.models import list_models
+from streamer.cli import main as mer
+from tests.model_zoo import synth_recipe_path
+from tests.streaming_fixtures import mer as mer_subprocess
+from tests.streaming_fixtures import synth_long
+
+pytestmark = pytest.mark.slow
+
+ZOO = [name for name in list_models() if synth_recipe_path(name).is_file()]
+CHANCE = 1 / 3
+APEX_ONLY = {"tldn"}
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory) -> Path:
+    """48 synthetic clips (4 subjects x 4 per class x 3 classes), aligned and cached by mer prepare."""
+    root = tmp_path_factory.mktemp("zoo")
+    config = root / "easy.toml"
+    config.write_text("[timing]\nmicro_amplitude_px = [5.0, 7.0]\n")
+    assert mer(["-q", "synth", "clips", "--out", str(root / "clips"), "--subjects", "4", "--per-class", "4",
+                "--fps", "30", "--size", "192", "--config", str(config), "--no-progress"]) == 0
+    assert mer(["-q", "prepare", "--dataset", "casme2", "--root", str(root / "clips"), "--out", str(root / "cache"),
+                "--size", "64", "--workers", "2"]) == 0
+    return root / "cache"
+
+
+@pytest.fixture(scope="module")
+def trained(prepared, tmp_path_factory):
+    """``trained(name)`` -> the LOSO run folder of ``name`` on the prepared clips (trained once)."""
+    runs: dict[str, Path] = {}
+
+    def run(name: str) -> Path:
+        if name not in runs:
+            out = tmp_path_factory.mktemp(f"run_{name}")
+            assert mer(["-q", "train", "--model", name, "--dataset", "prepared", "--root", str(prepared),
+                        "--recipe", str(synth_recipe_path(name)), "--out", str(out), "--workers", "2"]) == 0
+            runs[name] = out
+        return runs[name]
+
+    return run
+
+
+def _exported(run: Path, subject: str, out: Path) -> Path:
+    assert mer(["-q", "export", "--checkpoint", str(run / "weights" / f"{subject}.pth"), "--format", "onnx",
+                "--out", str(out)]) == 0
+    return out
+
+
+def _held_out_rows(run: Path, subject: str) -> list[dict]:
+    with open(run / "predictions.csv", newline="") as handle:
+        return [row for row in csv.DictReader(handle) if row["subject"] == subject]
+
+
+def _serve(recognizer, clip_file: Path):
+    """What the live path computes for one cached clip (its crops as the stream's ring holds them)."""
+    with np.load(clip_file) as stored:
+        frames, onset, apex, offset, fps = (stored["frames"], int(stored["onset"]), int(stored["apex"]),
+                                            int(stored["offset"]), float(stored["fps"]))
+    if recognizer.clip_spec is None:
+        grey = [cv2.cvtColor(np.ascontiguousarray(frames[i]), cv2.COLOR_RGB2GRAY) for i in (onset, apex)]
+        return recognizer.classify(*grey)
+    clip = frames[onset:offset + 1]
+    if recognizer.clip_spec.color == "gray":
+        clip = np.stack([cv2.cvtColor(np.ascontiguousarray(f), cv2.COLOR_RGB2GRAY) for f in clip])
+    return recognizer.classify_clip(clip, 0, apex - onset, offset - onset, fps)
+
+
+@pytest.mark.parametrize("name", ZOO)
+def test_model_trains_beats_chance_and_serves_what_it_trained_on(name, prepared, trained, tmp_path):
+    from streamer.recognizer import Recognizer
+
+    run = trained(name)
+    metrics = json.loads((run / "metrics.json").read_text())
+    # A single apex crop of these clips carries little class signal next to who the face is (a
+    # logistic regression on raw apex pixels: 0.44; on apex - onset: 0.54), so the apex-only dense
+    # network is held to training and serving here; its accuracy is owed (docs/results.md).
+    if name not in APEX_ONLY:
+        assert metrics["all"]["acc"] > 1.5 * CHANCE and metrics["all"]["uf1"] > 1.35 * CHANCE, metrics["all"]
+
+    subject = "sub01"
+    recognizer = Recognizer(_exported(run, subject, tmp_path / "engine"), backend="onnxruntime")
+    rows = _held_out_rows(run, subject)
+    assert len(rows) == 12
+    for row in rows:
+        served = _serve(recognizer, prepared / "clips" / subject / f"{row['sample']}.npz")
+        trained = {label: float(row[f"score_{label}"]) for label in served.scores}
+        assert served.scores == pytest.approx(trained, abs=2e-4), (row["sample"], served.scores, trained)
+
+
+def test_a_colour_clip_engine_runs_in_the_live_pipeline(trained, tmp_path):
+    """``mer analyze`` with EDMDBN's engine, which looks at colour frames from onset to offset: the
+    ring keeps colour crops, intervals are classified once final, events name the engine."""
+    name = "edmdbn"
+    engine = _exported(trained(name), "sub01", tmp_path / "engine")
+    folder = synth_long(tmp_path / "long", fps=30, duration=12, micro=3, macro=1, seed=5)
+    out = tmp_path / "analyze"
+    mer_subprocess("analyze", *map(str, sorted(folder.glob("*.mp4"))), "--engine", str(engine), "--out", str(out),
+                   "--no-progress")
+    (run,) = [path for path in out.iterdir() if path.is_dir()]
+    events = [json.loads(line) for line in (run / "events.jsonl").read_text().splitlines()]
+    summary = json.loads((run / "summary.json").read_text())
+    assert events and summary["error"] is None and summary["events"] == len(events)
+    assert all(event["engine"].startswith(f"{name}@") for event in events)
+    assert summary["intervals_lost"] == 0 and summary["speculative_hits"] == 0  # no speculation: needs the offset
