@@ -40,7 +40,7 @@ BACKENDS = ("onnxruntime", "torch")
 def _interleaved_times(engines: dict, batch: np.ndarray, calls: int) -> dict[str, np.ndarray]:
     """Seconds per ``predict`` for each engine, alternating engines call by call (after a warm-up)."""
     for engine in engines.values():
-        for _ in range(min(5, calls)):
+        for _ in range(min(5, max(1, calls // 5))):
             engine.predict(batch)
     times = {name: [] for name in engines}
     for _ in range(calls):
