@@ -31,12 +31,8 @@ CARD = Path(__file__).resolve().parents[1] / "docs" / "models" / "dstan.md"
 TINY = dict(image_size=32, base_width=4, hidden_size=8, lhfn_width=8)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# Small tensors: intra-op threads only contend on the shared 2-core CI machine.
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tiny(seed: int = 0, **options) -> torch.nn.Module:

@@ -15,13 +15,8 @@ from engines.motion.tvl1 import TVL1Params, pyramid_sizes
 BORDER = 4  # TV-L1 is unreliable in the outermost pixels; compare the interior
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """The 2-core machine is shared: intra-op threads only add contention for 112 px frames."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# Small tensors: intra-op threads only contend on the shared 2-core CI machine.
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def interior_epe(flow, truth):

@@ -34,13 +34,8 @@ PAPER_PARAMETERS = 3_115_000
 SMALL = {"image_size": 32, "magnify": False, "stem_channels": 4, "growth_rate": 4, "first_block_layers": 1}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Small tensors: threads only contend on a shared CI machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# Small tensors: intra-op threads only contend on the shared 2-core CI machine.
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
