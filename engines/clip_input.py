@@ -12,8 +12,9 @@ Steps (see :mod:`engines.clip_spec` for the tensor layout):
    positions, a fractional position blends its two neighbouring crops linearly; ``tim``: the
    temporal interpolation model of :mod:`engines.motion.tim` over onset..apex or onset..offset).
 2. **Size and colour.** The crops involved are resized to ``spec.size`` (``cv2.INTER_AREA``
-   when shrinking, ``cv2.INTER_LINEAR`` when enlarging), in float, and made grey with the
-   ITU-R 601 luma weights when the spec is ``gray``. Resizing first makes the sample the
+   when shrinking, ``cv2.INTER_LINEAR`` when enlarging), in float; for a ``gray`` spec a colour
+   crop is first made grey by ``cv2.cvtColor`` (ITU-R 601 luma, whole grey levels), as the face
+   front end makes the stream's grey crops. Resizing first makes the sample the
    same whatever crop size the front end used (training caches 224 px, the stream 128 px).
 3. **Magnification** (``spec.magnify``): linear Eulerian magnification of every crop of
    onset..offset at ``spec.size``, each colour plane on its own (the filter is linear, so this
@@ -157,7 +158,15 @@ def _anchors(clip: ClipFrames, count: int) -> tuple[int, int, int]:
 
 
 def _planes(frame: np.ndarray, spec: ClipSpec) -> np.ndarray:
-    """One crop as ``(P, S, S)`` float32 0..255 at the spec's size and colour."""
+    """One crop as ``(P, S, S)`` float32 0..255 at the spec's size and colour.
+
+    A colour crop for a grey spec is first made grey exactly as the face front end makes its
+    grey crops (``cv2.cvtColor``, whole grey levels), so a sample built from a training cache's
+    colour crops equals the one the stream builds from its grey ring, bit for bit (LBP-TOP's
+    comparisons flip on the smallest difference).
+    """
+    if spec.color == "gray" and frame.ndim == 3:
+        frame = cv2.cvtColor(np.ascontiguousarray(frame), cv2.COLOR_RGB2GRAY)
     image = frame.astype(np.float32)
     if image.shape[:2] != (spec.size, spec.size):
         shrinking = image.shape[0] > spec.size or image.shape[1] > spec.size
@@ -165,8 +174,6 @@ def _planes(frame: np.ndarray, spec: ClipSpec) -> np.ndarray:
         image = cv2.resize(image, (spec.size, spec.size), interpolation=method)
     if image.ndim == 2:
         return image[None]
-    if spec.color == "gray":
-        return (image @ LUMA)[None]
     return image.transpose(2, 0, 1)
 
 

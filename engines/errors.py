@@ -32,7 +32,8 @@ class InputError(MerError, ValueError):
         self.reason = message
         where = []
         if path is not None:
-            where.append(str(path))
+            text = str(path)  # a file name may hold a line break; the message stays one line
+            where.append(text if text.isprintable() else repr(text)[1:-1])
         if row is not None:
             where.append(f"row {row}")
         if column is not None:

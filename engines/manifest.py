@@ -241,6 +241,7 @@ def read_manifest(engine_dir: str | Path) -> EngineManifest:
     shape = data["input"]["shape"]
     if not (isinstance(shape, list) and len(shape) >= 2 and all(isinstance(d, int) and d > 0 for d in shape[1:])):
         raise InputError(f"expected [batch, positive ints...], got {shape!r}", path=path, column="input.shape")
+    _check_contract(data, path)
     for name, entry in data["files"].items():
         if not isinstance(entry, dict) or not isinstance(entry.get("sha256"), str):
             raise InputError("expected an object with a sha256", path=path, column=f"files.{name}")
@@ -248,6 +249,45 @@ def read_manifest(engine_dir: str | Path) -> EngineManifest:
             raise InputError("file names must be plain names inside the engine directory", path=path,
                              column=f"files.{name}")
     return EngineManifest(path=path, data=data)
+
+
+def _check_contract(data: dict, path: Path) -> None:
+    """The manifest must agree with itself: as many class names as the output has scores, and the
+    preprocessing's planes and size exactly the input's, so a hand-edited manifest fails at load
+    instead of at the first event of a stream."""
+    names = data["class_names"]
+    if not names or not all(isinstance(name, str) and name for name in names) or len(set(names)) != len(names):
+        raise InputError(f"expected a list of distinct, non-empty class names, got {names!r}", path=path,
+                         column="class_names")
+    output_shape = data["output"].get("shape")
+    if isinstance(output_shape, list) and output_shape and isinstance(output_shape[-1], int):
+        if output_shape[-1] != len(names):
+            raise InputError(f"says {output_shape[-1]} class scores per sample, but class_names lists "
+                             f"{len(names)} ({', '.join(names)})", path=path, column="output.shape")
+    sample = data["input"]["shape"][1:]
+    preprocessing = data["preprocessing"]
+    size = preprocessing.get("size")
+    if size is not None:
+        if not (isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) and v > 0 for v in size)):
+            raise InputError(f"expected [height, width] in pixels, got {size!r}", path=path,
+                             column="preprocessing.size")
+        if len(sample) >= 2 and size != sample[-2:]:
+            raise InputError(f"the preprocessing makes {size[0]}x{size[1]} inputs, but input.shape says "
+                             f"{sample[-2]}x{sample[-1]}", path=path, column="preprocessing.size")
+    channels = preprocessing.get("channels")
+    if channels is not None:
+        if not (isinstance(channels, list) and channels and all(isinstance(c, str) for c in channels)):
+            raise InputError(f"expected a list of plane names, got {channels!r}", path=path,
+                             column="preprocessing.channels")
+        if len(sample) >= 3 and len(channels) != sample[-3]:
+            raise InputError(f"the preprocessing makes {len(channels)} planes ({', '.join(channels)}), but "
+                             f"input.shape says {sample[-3]}", path=path, column="preprocessing.channels")
+        for field in ("mean", "std"):
+            values = preprocessing.get(field)
+            if values is not None and not (isinstance(values, list) and len(values) == len(channels)
+                                           and all(isinstance(v, (int, float)) for v in values)):
+                raise InputError(f"expected null or one number per plane ({len(channels)}), got {values!r}",
+                                 path=path, column=f"preprocessing.{field}")
 
 
 def verify_files(manifest: EngineManifest) -> None:

@@ -8,7 +8,9 @@ dropped frame is counted with its reason. A file has no clock to keep up with: t
 waits for the consumer and every frame is analysed.
 
 A live source that is lost (read error, timeout, end of stream) is reopened with
-exponential backoff; frame numbers and stream time keep increasing across reconnections.
+exponential backoff; frame numbers and stream time keep increasing across reconnections,
+the time without frames is counted, and the first frame after the gap is marked
+``discontinuous`` so that the pipeline tracks faces afresh.
 
     with CaptureLoop("rtsp://camera/stream", config.capture) as loop:
         for frame in loop:          # ends at the end of a file, or after stop()
@@ -17,8 +19,10 @@ exponential backoff; frame numbers and stream time keep increasing across reconn
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
+import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from contextlib import closing
@@ -34,13 +38,21 @@ log = logging.getLogger(__name__)
 
 DropHook = Callable[[str, int], None]  # (reason, frame index)
 
+# How a drop reason reads in a sentence: "frames 53-60 could not be decoded".
+_DROP_PHRASES = {
+    "decode_error": "could not be decoded",
+    "truncated": "could not be read: the file ends early",
+    "queue_full": "had to be dropped: processing fell behind",
+    "stopped": "were read but not analysed: the stream was stopped",
+}
+
 
 class CaptureCounters:
     """What happened to the frames of one stream; the hooks let metrics follow it live.
 
     Plain integers and callbacks so that this module needs no metrics library: the pipeline
-    wires ``on_read``/``on_drop``/``on_reconnect`` to its Prometheus counters, or polls.
-    Written only by the capture thread.
+    wires ``on_read``/``on_drop``/``on_reconnect``/``on_gap`` to its Prometheus counters, or
+    polls. Written only by the capture thread.
     """
 
     def __init__(
@@ -49,13 +61,17 @@ class CaptureCounters:
         on_read: Callable[[Frame], None] | None = None,
         on_drop: DropHook | None = None,
         on_reconnect: Callable[[int], None] | None = None,
+        on_gap: Callable[[float], None] | None = None,
     ) -> None:
         self.frames_read = 0  # frames the source delivered (dropped ones included)
         self.frames_dropped: Counter[str] = Counter()  # reason -> frames never given to the consumer
+        self.dropped_span: dict[str, tuple[int, int]] = {}  # reason -> (first, last) frame number dropped
         self.reconnects = 0  # successful reopenings of a lost live source
+        self.lost_s = 0.0  # seconds without frames while a lost source was being reopened, summed
         self.on_read = on_read
         self.on_drop = on_drop
         self.on_reconnect = on_reconnect
+        self.on_gap = on_gap
 
     def read(self, frame: Frame) -> None:
         self.frames_read += 1
@@ -64,13 +80,33 @@ class CaptureCounters:
 
     def drop(self, reason: str, index: int) -> None:
         self.frames_dropped[reason] += 1
+        first, _ = self.dropped_span.get(reason, (index, index))
+        self.dropped_span[reason] = (first, index)
         if self.on_drop is not None:
             self.on_drop(reason, index)
 
-    def reconnected(self) -> None:
+    def reconnected(self, lost_s: float = 0.0) -> None:
+        """A lost source is back after ``lost_s`` seconds without frames."""
         self.reconnects += 1
+        self.lost_s += lost_s
         if self.on_reconnect is not None:
             self.on_reconnect(self.reconnects)
+        if self.on_gap is not None:
+            self.on_gap(lost_s)
+
+    def describe_drops(self) -> str:
+        """The dropped frames in words, for an error message; "" when none was dropped."""
+        parts = []
+        for reason, count in sorted(self.frames_dropped.items()):
+            first, last = self.dropped_span[reason]
+            if count == 1:
+                which = f"frame {first}"
+            elif last - first + 1 == count:
+                which = f"frames {first}-{last}"
+            else:
+                which = f"{count} frames between {first} and {last}"
+            parts.append(f"{which} {_DROP_PHRASES.get(reason, f'had to be dropped ({reason})')}")
+        return "; ".join(parts)
 
     def snapshot(self) -> dict:
         return {"frames_read": self.frames_read, "frames_dropped": dict(self.frames_dropped),
@@ -94,7 +130,7 @@ class FrameQueue:
         """Queue ``frame`` without waiting; returns the frame the drop policy dropped, if any."""
         with self._changed:
             if self._cancelled:
-                return None
+                return frame
             dropped = None
             if len(self._frames) >= self.capacity:
                 if self.drop_policy == "drop_newest":
@@ -136,11 +172,14 @@ class FrameQueue:
             self._closed = True
             self._changed.notify_all()
 
-    def cancel(self) -> None:
+    def cancel(self) -> list[Frame]:
+        """Stop now; returns the queued frames nobody will get, for the caller to count."""
         with self._changed:
             self._cancelled = True
+            discarded = list(self._frames)
             self._frames.clear()
             self._changed.notify_all()
+            return discarded
 
 
 def backoff_delays(config: ReconnectConfig) -> Iterator[float]:
@@ -180,6 +219,8 @@ class CaptureLoop:
         self._thread: threading.Thread | None = None
         self._failure: BaseException | None = None
         self._get_timeout_s = get_timeout_s
+        self._last_frame_at: float | None = None  # captured_at of the last frame read (for the gap)
+        self._resuming = False  # the next frame is the first after a reconnection
 
     @property
     def source(self) -> FrameSource | None:
@@ -210,15 +251,18 @@ class CaptureLoop:
             raise self._failure
 
     def stop(self, timeout: float = 10.0) -> None:
-        """End the capture now: the consumer's iteration ends, queued frames are discarded."""
+        """End the capture now: the consumer's iteration ends, queued frames are discarded (and
+        counted as dropped, reason ``stopped``, once the capture thread has ended)."""
         self._stopping.set()
-        self._queue.cancel()
+        discarded = self._queue.cancel()
         if self._source is not None:
             self._source.interrupt()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout)
-            if self._thread.is_alive():
+            if self._thread.is_alive() and timeout > 0:  # 0: a signal handler that cannot wait
                 log.warning("capture thread of %s did not stop within %.1f s", self._source.name, timeout)
+        for frame in discarded:
+            self.counters.drop("stopped", frame.index)
 
     def __enter__(self) -> CaptureLoop:
         return self.start()
@@ -252,15 +296,20 @@ class CaptureLoop:
         try:
             with closing(source.frames()) as frames:
                 for frame in frames:
+                    if self._resuming:
+                        frame = dataclasses.replace(frame, discontinuous=True)
+                        self._resuming = False
                     next_index = frame.index + 1
+                    self._last_frame_at = frame.captured_at
                     self.counters.read(frame)
                     if wait_for_consumer:
                         if not self._queue.put_wait(frame):
+                            self.counters.drop("stopped", frame.index)
                             break
                         continue
                     dropped = self._queue.put_nowait(frame)
                     if dropped is not None:
-                        self.counters.drop("queue_full", dropped.index)
+                        self.counters.drop("stopped" if self._stopping.is_set() else "queue_full", dropped.index)
         except SourceLost as exc:
             log.warning("%s", exc)
         return next_index
@@ -274,7 +323,7 @@ class CaptureLoop:
         last_error: Exception | None = None
         for delay in backoff_delays(self.config.reconnect):
             attempt += 1
-            log.info("%s: reconnecting in %.1f s (attempt %d)", lost.name, delay, attempt)
+            log.info("%s: reconnecting in %g s (attempt %d)", lost.name, delay, attempt)
             if self._stopping.wait(delay):
                 return False
             try:
@@ -285,7 +334,9 @@ class CaptureLoop:
                 continue
             if self._stopping.is_set():  # stop() interrupted the old source, not this one
                 self._source.interrupt()
-            self.counters.reconnected()
+            lost_since = self._last_frame_at if self._last_frame_at is not None else time.monotonic()
+            self.counters.reconnected(time.monotonic() - lost_since)
+            self._resuming = True
             self.state = "running"
             log.info("%s: reconnected after %d attempt(s); frames continue at %d", lost.name, attempt, next_index)
             return True

@@ -32,6 +32,7 @@ COMMAND_MODULES = (
     "streamer.commands.stream",
     "streamer.commands.analyze",
     "streamer.commands.subscribe",
+    "streamer.commands.keys",
 )
 
 log = logging.getLogger("mer")

@@ -5,12 +5,14 @@ An event is built in two steps because two of its fields only exist at publish t
 (everything but ``seq``, ``latency_ms`` and ``emitted_at``; it carries the monotonic
 ``captured_at`` of the offset frame instead), and ``complete_event`` stamps the draft
 when it is published. ``validate_event`` checks a finished event field by field so a
-bad producer fails loudly, with the field named, before anything reaches the journal.
+bad producer fails loudly, with the field named, before anything reaches the journal;
+``decode_event`` is the consumer's side: bytes off the wire, checked the same way.
 docs/events.md describes the schema.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import time
@@ -27,6 +29,7 @@ __all__ = [
     "EventSchemaError",
     "IntervalLike",
     "complete_event",
+    "decode_event",
     "is_integer",
     "make_event",
     "utc_timestamp",
@@ -204,6 +207,20 @@ def validate_event(event: Any, *, path: Any = None, row: int | None = None) -> d
     where = {key: value for key, value in (("path", path), ("row", row)) if value is not None}
     _check_fields(event, EVENT_FIELDS, where)
     return event
+
+
+def decode_event(payload: bytes | str, *, path: Any = None, row: int | None = None) -> dict[str, Any]:
+    """Parse one published payload into a checked ``mer.event/1`` event.
+
+    Anything else raises ``InputError``: bytes that are not JSON (or nest deeper than Python
+    can parse), or a JSON value that breaks the schema (``EventSchemaError``, naming the field).
+    """
+    where = {key: value for key, value in (("path", path), ("row", row)) if value is not None}
+    try:
+        event = json.loads(payload)
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
+        raise InputError(f"not a JSON event ({type(exc).__name__}: {exc})", **where) from None
+    return validate_event(event, **where)
 
 
 def make_event(

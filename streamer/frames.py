@@ -4,6 +4,10 @@ Two clocks travel with every frame because they answer different questions: ``t`
 *stream* time (where in the video the frame is, what the spotter's durations are
 measured in), ``captured_at`` is *machine* time (when mer got it, what latency is
 measured from).
+
+A frame that does not follow on from the one before it (the first after a reconnection,
+the first of a new pass over a looping file) says so: faces are then tracked afresh, since
+a spotter comparing it with the frames before the cut would see motion that never happened.
 """
 
 from __future__ import annotations
@@ -22,3 +26,4 @@ class Frame:
     image: np.ndarray  # H x W x 3 BGR uint8
     captured_at: float  # time.monotonic() when the frame was read (latency is measured from it)
     decode_s: float = 0.0  # seconds spent demuxing, decoding and converting this frame (the "decode" stage)
+    discontinuous: bool = False  # the stream was cut before this frame (reconnection, loop restart)

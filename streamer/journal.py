@@ -8,14 +8,20 @@ read, and cut off when a publisher reopens the journal for writing. A bad line
 anywhere else is real corruption and an ``InputError`` naming the line.
 
 One publisher writes a journal at a time (an exclusive ``flock``); readers need no lock.
+
+A write that fails (a full disk, a file-size limit, an I/O error) is cut back to the last
+complete line at once and raised as :class:`JournalWriteError`; the journal stays well formed
+and takes the next append as soon as the disk does (docs/reliability.md).
 """
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import logging
 import os
+import stat
 import threading
 from bisect import bisect_left
 from dataclasses import dataclass, field
@@ -25,9 +31,26 @@ from typing import Any, BinaryIO
 from engines.errors import InputError, MerError
 from streamer.events import is_integer
 
-__all__ = ["EventJournal", "encode_event", "read_journal"]
+__all__ = ["EventJournal", "JournalWriteError", "encode_event", "read_journal"]
 
 log = logging.getLogger(__name__)
+
+
+# Errors that mean "no room": the disk or the quota is full, or the file hit its size limit.
+_NO_ROOM = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+
+
+class JournalWriteError(MerError):
+    """An event could not be journaled; nothing of it is left in the journal.
+
+    ``reason`` is ``"journal_full"`` (no space, quota or file-size limit) or ``"journal_error"``
+    (any other I/O error), the label a dropped event is counted under.
+    """
+
+    def __init__(self, path: Path, seq: Any, error: OSError) -> None:
+        self.error = error
+        self.reason = "journal_full" if error.errno in _NO_ROOM else "journal_error"
+        super().__init__(f"{path}: cannot journal event seq {seq}: {error.strerror or error}")
 
 
 def encode_event(event: dict[str, Any]) -> bytes:
@@ -56,7 +79,7 @@ def _scan(stream: BinaryIO, path: Path) -> _Index:
             break
         try:
             seq = json.loads(line)["seq"]
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, RecursionError):  # RecursionError: nested too deep to parse
             raise InputError("not a journaled event (JSON object with 'seq')", path=path, row=row) from None
         if not is_integer(seq) or (index.seqs and seq <= index.seqs[-1]):
             previous = index.seqs[-1] if index.seqs else 0
@@ -104,9 +127,16 @@ class EventJournal:
         self.path = Path(path)
         self.fsync = fsync
         self._lock = threading.Lock()
+        self._torn = False  # a failed append left bytes after the last complete line that are not cut yet
         created = not self.path.exists()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+        except OSError as exc:
+            raise MerError(f"{self.path}: cannot open the event journal: {exc.strerror or exc}") from None
+        if not stat.S_ISREG(os.fstat(self._fd).st_mode):  # a device or a FIFO: no lines to scan, no seq to keep
+            os.close(self._fd)
+            raise MerError(f"{self.path}: the event journal must be a regular file")
         try:
             fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -136,7 +166,11 @@ class EventJournal:
             return self._index.seqs[-1] if self._index.seqs else 0
 
     def append(self, event: dict[str, Any]) -> bytes:
-        """Write, flush and fsync one event; returns its encoded JSON (the bytes to publish)."""
+        """Write, flush and fsync one event; returns its encoded JSON (the bytes to publish).
+
+        Raises :class:`JournalWriteError` when the event could not be made durable; the journal
+        then ends at its last complete line, as before the call.
+        """
         payload = encode_event(event)
         line = payload + b"\n"
         seq = event.get("seq")
@@ -146,15 +180,31 @@ class EventJournal:
             last = self._index.seqs[-1] if self._index.seqs else 0
             if not (is_integer(seq) and seq > last):
                 raise ValueError(f"{self.path}: seq must increase, got {seq!r} after {last}")
-            written = 0
-            while written < len(line):
-                written += os.write(self._fd, line[written:])
-            if self.fsync:
-                os.fsync(self._fd)
+            try:
+                if self._torn:
+                    self._cut_torn_tail()
+                written = 0
+                while written < len(line):
+                    written += os.write(self._fd, line[written:])
+                if self.fsync:
+                    os.fsync(self._fd)
+            except OSError as exc:
+                self._torn = True
+                try:
+                    self._cut_torn_tail()
+                except OSError as cut:  # tried again before the next append
+                    log.error("%s: cannot cut a failed write back to the last complete line: %s", self.path,
+                              cut.strerror or cut)
+                raise JournalWriteError(self.path, seq, exc) from None
             self._index.seqs.append(seq)
             self._index.starts.append(self._index.end)
             self._index.end += len(line)
         return payload
+
+    def _cut_torn_tail(self) -> None:
+        """Drop whatever a failed append left after the last complete line (shrinking needs no space)."""
+        os.ftruncate(self._fd, self._index.end)
+        self._torn = False
 
     def read_lines(self, from_seq: int, to_seq: int | None = None, limit: int | None = None) -> list[bytes]:
         """The encoded events ``from_seq..to_seq`` (inclusive), at most ``limit`` of them."""

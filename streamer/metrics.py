@@ -48,6 +48,10 @@ class _Families:
                                    registry=registry)
         self.frames_dropped = Counter("mer_frames_dropped", "Frames read but not analysed, by reason.",
                                       ["stream", "reason"], registry=registry)
+        self.source_reconnects = Counter("mer_source_reconnects", "Times a lost live source (camera, network "
+                                         "stream) was reopened.", ["stream"], registry=registry)
+        self.source_lost_seconds = Counter("mer_source_lost_seconds", "Seconds without frames while a lost live "
+                                           "source was being reopened.", ["stream"], registry=registry)
         self.faces_tracked = Gauge("mer_faces_tracked", "Faces currently tracked.", ["stream"], registry=registry)
         self.ring_buffer_fill = Gauge("mer_ring_buffer_fill_ratio",
                                       "Fill of the fullest per-face ring buffer, 0 (empty) to 1 (full).",
@@ -56,6 +60,8 @@ class _Families:
                                          ["stream", "kind"], registry=registry)
         self.events_published = Counter("mer_events_published", "Events published, by recognised label.",
                                         ["stream", "label"], registry=registry)
+        self.events_dropped = Counter("mer_events_dropped", "Events recognised but not published, by reason "
+                                      "(journal_full, journal_error).", ["stream", "reason"], registry=registry)
         self.stage_latency = Histogram("mer_stage_latency_seconds", "Time spent per frame or per event in a "
                                        "pipeline stage.", ["stream", "stage"], buckets=STAGE_LATENCY_BUCKETS,
                                        registry=registry)
@@ -87,6 +93,8 @@ class StreamMetrics:
         self._families = families = _families(self.registry)
         self._frames_read = families.frames_read.labels(stream_id)
         self._faces_tracked = families.faces_tracked.labels(stream_id)
+        self._source_reconnects = families.source_reconnects.labels(stream_id)
+        self._source_lost_seconds = families.source_lost_seconds.labels(stream_id)
         self._ring_buffer_fill = families.ring_buffer_fill.labels(stream_id)
         self._event_latency = families.event_latency.labels(stream_id)
         # Every stage's histogram exists from the start, so dashboards see zeros rather than no series.
@@ -94,6 +102,7 @@ class StreamMetrics:
         self._dropped: dict[str, Counter] = {}
         self._spotted = {kind: families.intervals_spotted.labels(stream_id, kind) for kind in KINDS}
         self._published: dict[str, Counter] = {}
+        self._events_dropped: dict[str, Counter] = {}
 
     def frames_read(self, count: int = 1) -> None:
         self._frames_read.inc(count)
@@ -104,6 +113,11 @@ class StreamMetrics:
         if child is None:
             child = self._dropped[reason] = self._families.frames_dropped.labels(self.stream_id, reason)
         child.inc(count)
+
+    def source_reconnected(self, lost_s: float) -> None:
+        """A lost live source is back after ``lost_s`` seconds without frames."""
+        self._source_reconnects.inc()
+        self._source_lost_seconds.inc(lost_s)
 
     def set_faces_tracked(self, count: int) -> None:
         self._faces_tracked.set(count)
@@ -147,6 +161,13 @@ class StreamMetrics:
         child.inc()
         self._event_latency.observe(event["latency_ms"] / 1000.0)
 
+    def event_dropped(self, reason: str) -> None:
+        """An event that was recognised but could not be published (e.g. ``"journal_full"``)."""
+        child = self._events_dropped.get(reason)
+        if child is None:
+            child = self._events_dropped[reason] = self._families.events_dropped.labels(self.stream_id, reason)
+        child.inc()
+
     def set_engine(self, engine: str, backend: str, device: str, **details: str) -> None:
         """Describe the engine (``name@version``), its runtime backend and device, plus any details."""
         self._families.engine.labels(self.stream_id).info(
@@ -184,5 +205,8 @@ def serve_metrics(registry: CollectorRegistry, host: str = "127.0.0.1", port: in
     try:
         server, thread = start_http_server(port, addr=host, registry=registry)
     except OSError as exc:
-        raise MerError(f"cannot serve metrics on {host}:{port}: {exc.strerror or exc}") from None
+        # No fallback to another port: Prometheus scrapes the configured one, and a stream that
+        # quietly moved elsewhere would run unmonitored. Port 0 is the way to ask for any port.
+        raise MerError(f"cannot serve metrics on {host}:{port}: {exc.strerror or exc} (choose another "
+                       "--metrics-port or [metrics] port, 0 for any free one, or --no-metrics)") from None
     return MetricsServer(host=host, port=server.server_port, _server=server, _thread=thread)

@@ -13,6 +13,12 @@ budget is otherwise idle, so that the final event is published without waiting f
 kernels and the engine. If the final bounds moved, it is classified again (``PipelineStats``
 counts hits and misses).
 
+A cut in the stream ends every face the same way: a frame marked ``discontinuous`` (the first
+after a reconnection or of a new pass over a looping file) or a frame of a new size (a camera
+that changed its resolution). Each face's pending intervals are flushed, its ring is dropped,
+and tracking starts afresh on that frame, so no ring ever mixes crops from both sides of the
+cut and no spotter sees the cut as motion.
+
 The pipeline is single-threaded and owns no I/O; capture, publishing and metrics serving
 are the callers' business, which keeps it equally usable live and offline.
 """
@@ -62,6 +68,9 @@ class PipelineStats:
     intervals: int = 0
     events: int = 0
     intervals_lost: int = 0  # spotted but their crops had left the ring (counted, never silent)
+    # Cuts in the stream after which every face was tracked afresh, by cause ("discontinuity":
+    # reconnection or loop restart; "resolution_change"); see the module docstring.
+    restarts: dict[str, int] = field(default_factory=dict)
     # Intervals classified during the look-ahead whose final bounds kept the same onset and apex
     # (hits), and speculative classifications thrown away because the bounds moved (misses).
     speculative_hits: int = 0
@@ -111,6 +120,7 @@ class Pipeline:
         self._speculate = not getattr(recognizer, "needs_offset", False)
         self._faces: dict[int, _Face] = {}
         self._last_t = 0.0
+        self._frame_shape: tuple[int, ...] | None = None
 
     @property
     def look_ahead_s(self) -> float:
@@ -120,6 +130,10 @@ class Pipeline:
     def process(self, frame: Frame) -> list[FaceFrameRow]:
         """Run one frame; returns one row per tracked face (one ``success=False`` row when none)."""
         self.stats.frames += 1
+        cut = self._cut_before(frame)
+        if cut is not None:
+            self.stats.restarts[cut] = self.stats.restarts.get(cut, 0) + 1
+            self._end_all_faces()
         self._last_t = frame.t
         self._observe("decode", frame.decode_s)
         start = time.perf_counter()
@@ -171,12 +185,28 @@ class Pipeline:
 
     def close(self) -> None:
         """End of stream: every face's pending intervals are flushed, classified and emitted."""
-        self.tracker.end_all()
+        self._end_all_faces()
+
+    def _cut_before(self, frame: Frame) -> str | None:
+        """Why ``frame`` does not follow on from the frame before it, if it does not."""
+        shape, self._frame_shape = self._frame_shape, frame.image.shape
+        if shape is not None and shape != frame.image.shape:
+            log.info("stream %s: frame %d is %dx%d, the frames before were %dx%d: faces are tracked afresh",
+                     self.stream_id, frame.index, frame.image.shape[1], frame.image.shape[0], shape[1], shape[0])
+            return "resolution_change"
+        if frame.discontinuous and self.stats.frames > 1:
+            log.info("stream %s: the stream was cut before frame %d: faces are tracked afresh", self.stream_id,
+                     frame.index)
+            return "discontinuity"
+        return None
+
+    def _end_all_faces(self) -> None:
+        """End every track (end of stream, or a cut in it): flush, classify and emit what is pending."""
+        self.tracker.reset()
         finished = [pair for track_id in self.tracker.ended() for pair in self._end_face(track_id)]
         for track_id, interval in finished:
             self._recognise(track_id, interval, self._last_t)
-        for track_id in list(self._faces):
-            self._faces.pop(track_id)
+        self._faces.clear()
 
     def _end_face(self, track_id: int) -> list[tuple[int, SpottedInterval]]:
         state = self._faces.get(track_id)

@@ -10,6 +10,12 @@ fsync-ed, and only then sent; a REP socket answers replay requests from the jour
 
 A reply holds at most ``REPLAY_BATCH`` events (by default); ``more`` says to ask again from the
 next seq. The journal also carries ``seq`` across restarts. docs/events.md has more.
+
+``publish`` never waits for subscribers (a PUB socket drops, per subscriber, what does not fit
+its queue; the journal has it). An event the journal cannot take (a full disk) is not sent
+either, so the wire never carries an event that replay and restarts do not know: it is
+counted in ``dropped`` by reason, reported to ``on_drop`` and logged, its ``seq`` is given to
+the next event, and publishing goes on, journaled again as soon as the disk has room.
 """
 
 from __future__ import annotations
@@ -17,6 +23,8 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -27,11 +35,11 @@ from streamer.event_transport import (
     DEFAULT_ENDPOINT,
     DEFAULT_REPLAY_ENDPOINT,
     CurveServerKeys,
-    is_loopback,
+    check_exposure,
     require_curve_support,
 )
 from streamer.events import complete_event, is_integer
-from streamer.journal import EventJournal
+from streamer.journal import EventJournal, JournalWriteError
 
 __all__ = ["DEFAULT_ENDPOINT", "DEFAULT_REPLAY_ENDPOINT", "REPLAY_BATCH", "EventPublisher", "topic_for"]
 
@@ -52,10 +60,12 @@ class EventPublisher:
 
     ``endpoint`` and ``replay_endpoint`` are bound (``tcp://127.0.0.1:*`` picks a free
     port; the attributes of the same names then hold the bound addresses);
-    ``replay_endpoint=None`` disables replay. ``curve`` makes both sockets CURVE servers.
+    ``replay_endpoint=None`` disables replay. ``curve`` makes both sockets CURVE servers; an
+    endpoint other hosts can reach is refused without it unless ``insecure=True``.
     ``send_hwm`` is how many messages a slow subscriber may have queued before ZeroMQ
     drops its messages (it can replay them); ``replay_batch`` caps the events per replay
-    reply. ``publish`` may be called from any thread.
+    reply. ``on_drop(reason)`` is called for each event that could not be journaled (and so
+    was not sent). ``publish`` may be called from any thread.
     """
 
     def __init__(
@@ -65,13 +75,18 @@ class EventPublisher:
         journal_path: str | Path,
         *,
         curve: CurveServerKeys | None = None,
+        insecure: bool = False,
         context: zmq.Context | None = None,
         send_hwm: int = 1000,
         linger_s: float = 1.0,
         replay_batch: int = REPLAY_BATCH,
+        on_drop: Callable[[str], None] | None = None,
     ) -> None:
-        self.journal = EventJournal(journal_path)
+        self.journal: EventJournal | None = None
         self.replay_batch = replay_batch
+        self.on_drop = on_drop
+        self.dropped: Counter[str] = Counter()  # events not published, by reason
+        self.last_drop: JournalWriteError | None = None
         self._owns_context = context is None
         self.context = zmq.Context() if context is None else context
         self._lock = threading.Lock()
@@ -81,6 +96,9 @@ class EventPublisher:
         self._pub: zmq.Socket | None = None
         self._rep: zmq.Socket | None = None
         try:
+            for exposed in (endpoint, replay_endpoint):
+                if exposed is not None:
+                    check_exposure(exposed, curve, insecure=insecure)
             if curve is not None:
                 require_curve_support()
                 self._authenticator = curve.start_authenticator(self.context)
@@ -90,6 +108,8 @@ class EventPublisher:
             if replay_endpoint is not None:
                 self._rep = self._bind(zmq.REP, replay_endpoint, curve, 0)
                 self.replay_endpoint = self._rep.last_endpoint.decode()
+            self.journal = EventJournal(journal_path)  # after the binds: a refused port leaves no journal behind
+            if self._rep is not None:
                 self._replay_thread = threading.Thread(target=self._serve_replays, name="mer-event-replay",
                                                        daemon=True)
                 self._replay_thread.start()
@@ -107,14 +127,11 @@ class EventPublisher:
             socket.sndhwm = sndhwm
         if curve is not None:
             curve.apply(socket)
-        elif not is_loopback(endpoint):
-            log.warning("%s is reachable from other hosts but not encrypted; consider CURVE keys "
-                        "(docs/events.md)", endpoint)
         try:
             socket.bind(endpoint)
         except zmq.ZMQError as exc:
             socket.close(linger=0)
-            raise MerError(f"cannot bind {endpoint}: {exc}") from None
+            raise MerError(f"cannot bind {endpoint}: {zmq.strerror(exc.errno)}") from None
         return socket
 
     @property
@@ -122,15 +139,30 @@ class EventPublisher:
         """The seq of the last published event (0 before the first one, ever, on this journal)."""
         return self.journal.last_seq()
 
-    def publish(self, draft: Mapping[str, Any]) -> dict[str, Any]:
-        """Stamp a draft from ``make_event``, journal it (fsync), then send it; returns the event."""
+    def publish(self, draft: Mapping[str, Any]) -> dict[str, Any] | None:
+        """Stamp a draft from ``make_event``, journal it (fsync), then send it; returns the event.
+
+        Returns None, sending nothing, when the journal cannot take the event (counted in
+        ``dropped``). Never blocks on subscribers: a PUB socket drops what a slow one cannot take.
+        """
         with self._lock:
             if self._pub is None:
                 raise RuntimeError("publisher is closed")
             event = complete_event(draft, seq=self.journal.last_seq() + 1)
-            payload = self.journal.append(event)
-            self._pub.send_multipart([topic_for(event["stream"]), payload])
-        return event
+            try:
+                payload = self.journal.append(event)
+            except JournalWriteError as exc:
+                self.dropped[exc.reason] += 1
+                self.last_drop = exc
+                log.error("event of stream %s not published (%s, %d so far): %s", event["stream"], exc.reason,
+                          sum(self.dropped.values()), exc)
+                reason = exc.reason
+            else:
+                self._pub.send_multipart([topic_for(event["stream"]), payload])
+                return event
+        if self.on_drop is not None:
+            self.on_drop(reason)
+        return None
 
     def _serve_replays(self) -> None:
         assert self._rep is not None
@@ -172,7 +204,8 @@ class EventPublisher:
                 if socket is not None:
                     socket.close()
             self._rep = self._pub = None
-            self.journal.close()
+            if self.journal is not None:
+                self.journal.close()
         if self._authenticator is not None:
             self._authenticator.stop()
             self._authenticator = None

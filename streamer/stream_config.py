@@ -76,6 +76,9 @@ class CaptureConfig(ConfigModel):
     # Files: "fast" decodes every frame as fast as the consumer takes them (never drops);
     # "realtime" paces them at their timestamps and treats the file like a live source.
     file_playback: Literal["fast", "realtime"] = "fast"
+    # Files: start again from the beginning at the end (an endless stream for soak tests and
+    # demos); t and the frame numbers keep increasing, and faces are tracked afresh each pass.
+    loop: bool = False
     # PyAV decoder threading: AUTO (frame+slice, fastest), SLICE (lowest latency), FRAME, NONE.
     decode_thread_type: Literal["AUTO", "FRAME", "SLICE", "NONE"] = "AUTO"
     decode_threads: int = Field(0, ge=0)  # 0 = FFmpeg picks from the core count
@@ -100,11 +103,22 @@ class EngineConfig(ConfigModel):
 
 
 class EventsConfig(ConfigModel):
-    """``[events]``: where events are published and journaled (docs/events.md)."""
+    """``[events]``: where events are published and journaled, and who may read them (docs/events.md)."""
 
     endpoint: str = DEFAULT_ENDPOINT
     replay_endpoint: str | None = DEFAULT_REPLAY_ENDPOINT  # "" or omitted in TOML cannot mean off: use --no-replay
     journal: Path = Path("runs/stream/events.jsonl")
+    # CURVE, from `mer keys server DIR`: the server's secret certificate and the folder of client
+    # public keys let in. An endpoint other hosts can reach is refused without it unless insecure.
+    curve_secret_key: Path | None = None
+    curve_authorized_clients: Path | None = None
+    insecure: bool = False  # true: publish in clear text where other hosts can connect
+
+    @model_validator(mode="after")
+    def _clients_need_the_server_key(self) -> EventsConfig:
+        if self.curve_authorized_clients is not None and self.curve_secret_key is None:
+            raise ValueError("curve_authorized_clients needs curve_secret_key")
+        return self
 
 
 class MetricsConfig(ConfigModel):

@@ -9,7 +9,10 @@ that from the publisher's journal over its REQ/REP replay endpoint:
 * after ``catch_up_interval_s`` without live traffic it asks for anything newer, which
   catches events lost at the tail, with no later event to reveal the gap.
 
-Events already delivered (a live copy of a replayed event) are dropped.
+Events already delivered (a live copy of a replayed event) are dropped. A message that is not
+a valid ``mer.event/1`` event (``streamer.events.decode_event``), live or replayed, is never
+delivered: it is logged and counted in ``rejected``. A publisher that rejects this
+subscriber's keys (or its lack of keys) is an error saying so, rather than silence.
 """
 
 from __future__ import annotations
@@ -23,9 +26,15 @@ from typing import Any
 
 import zmq
 
-from engines.errors import MerError
-from streamer.event_transport import DEFAULT_ENDPOINT, DEFAULT_REPLAY_ENDPOINT, CurveClientKeys, require_curve_support
-from streamer.events import is_integer
+from engines.errors import InputError, MerError
+from streamer.event_transport import (
+    DEFAULT_ENDPOINT,
+    DEFAULT_REPLAY_ENDPOINT,
+    CurveClientKeys,
+    HandshakeMonitor,
+    require_curve_support,
+)
+from streamer.events import decode_event, is_integer, validate_event
 from streamer.publisher import TOPIC_PREFIX, topic_for
 
 __all__ = ["EventSubscriber", "ReplayError"]
@@ -43,6 +52,8 @@ class EventSubscriber:
     ``from_seq=None`` starts with the first live event. ``stream`` keeps only one stream's
     events. ``replay_endpoint=None`` turns repairs off (gaps are then only logged).
     ``receive_hwm`` is how many live messages may wait unread before ZeroMQ drops newer ones.
+    ``receive`` raises :class:`~streamer.event_transport.HandshakeError` when the publisher
+    refuses the connection's security handshake (missing, unauthorised or wrong CURVE keys).
     """
 
     def __init__(
@@ -74,7 +85,9 @@ class EventSubscriber:
         self._initial_replay = from_seq is not None and replay_endpoint is not None
         self._pending: deque[dict[str, Any]] = deque()
         self._request_socket: zmq.Socket | None = None
+        self._handshake: HandshakeMonitor | None = None
         self.replayed = 0  # events that came from the journal rather than live
+        self.rejected = 0  # messages that were not mer.event/1 events: logged, never delivered
         self.gaps: list[tuple[int, int]] = []  # seq ranges missing from the live stream
         self.missed: list[tuple[int, int]] = []  # seq ranges that could not be replayed
         self._sub = self.context.socket(zmq.SUB)
@@ -83,6 +96,10 @@ class EventSubscriber:
             self._sub.rcvhwm = receive_hwm
             if curve is not None:
                 curve.apply(self._sub)
+            self._handshake = HandshakeMonitor(self._sub, endpoint, curve=curve is not None)
+            self._poller = zmq.Poller()
+            self._poller.register(self._sub, zmq.POLLIN)
+            self._poller.register(self._handshake.monitor, zmq.POLLIN)
             self._sub.subscribe(topic_for(stream) if stream is not None else TOPIC_PREFIX.encode())
             self._sub.connect(endpoint)
         except BaseException:
@@ -101,15 +118,19 @@ class EventSubscriber:
             self._first_replay(deadline)
         last_activity = time.monotonic()
         while not self._pending:
+            self._handshake.check()
             now = time.monotonic()
             waits = [] if deadline is None else [deadline - now]
             if self.catch_up_interval_s is not None and self._next_seq is not None:
                 waits.append(last_activity + self.catch_up_interval_s - now)
             wait_ms = None if not waits else max(0, int(min(waits) * 1000))
-            if self._sub.poll(wait_ms):
+            ready = dict(self._poller.poll(wait_ms))
+            if self._sub in ready:
                 self._accept_live(self._sub.recv_multipart())
                 last_activity = time.monotonic()
                 continue
+            if self._handshake.monitor in ready:
+                continue  # read by check() at the top of the loop
             now = time.monotonic()
             if deadline is not None and now >= deadline:
                 return None
@@ -143,14 +164,11 @@ class EventSubscriber:
 
     def _accept_live(self, frames: list[bytes]) -> None:
         try:
-            event = json.loads(frames[-1])
-            seq = event["seq"]
-        except (ValueError, KeyError, TypeError):
-            log.warning("ignoring a message that is not an event: %r", frames[-1][:200])
+            event = decode_event(frames[-1])
+        except InputError as problem:
+            self._reject(problem, frames[-1])
             return
-        if not is_integer(seq):
-            log.warning("ignoring an event with a non-integer seq %r", seq)
-            return
+        seq = event["seq"]
         if self._next_seq is None:
             self._next_seq = seq
         if seq < self._next_seq:
@@ -166,6 +184,10 @@ class EventSubscriber:
             if self._next_seq <= gap[1]:
                 self.missed.append((self._next_seq, gap[1]))
         self._deliver(event)
+
+    def _reject(self, problem: InputError, message: object) -> None:
+        self.rejected += 1
+        log.warning("ignoring a message that is not a mer.event/1 event (%s): %.200r", problem, message)
 
     def _deliver(self, event: dict[str, Any]) -> None:
         self._next_seq = event["seq"] + 1
@@ -187,14 +209,23 @@ class EventSubscriber:
             reply = self._request(query)
             events = reply.get("events")
             if "error" in reply or not isinstance(events, list):
-                raise ReplayError(f"replay endpoint {self.replay_endpoint}: {reply.get('error', 'malformed reply')}")
+                problem = " ".join(str(reply.get("error", "malformed reply")).split())  # one line, whatever it sent
+                raise ReplayError(f"replay endpoint {self.replay_endpoint}: {problem[:200]}")
+            newest = None
             for event in events:
-                if is_integer(event.get("seq")) and event["seq"] >= self._next_seq:
+                try:
+                    validate_event(event)
+                except InputError as problem:
+                    self._reject(problem, event)
+                    continue
+                newest = event["seq"] if newest is None else max(newest, event["seq"])
+                if self._next_seq <= event["seq"] <= (to_seq if to_seq is not None else event["seq"]):
                     self._deliver(event)
                     self.replayed += 1
-            if not reply.get("more") or not events:
+            # Ask again only after progress, so that a reply repeating itself cannot loop forever.
+            if not reply.get("more") or newest is None or newest < from_seq:
                 return
-            from_seq = events[-1]["seq"] + 1
+            from_seq = newest + 1
 
     def _request(self, query: dict[str, Any]) -> dict[str, Any]:
         """One REQ/REP round trip; on timeout the REQ socket is discarded (it cannot send again)."""
@@ -205,20 +236,36 @@ class EventSubscriber:
                 self.curve.apply(self._request_socket)
             self._request_socket.connect(self.replay_endpoint)
         self._request_socket.send(json.dumps(query).encode())
-        if not self._request_socket.poll(int(self.replay_timeout_s * 1000)):
+        if not self._await_reply(time.monotonic() + self.replay_timeout_s):
             self._request_socket.close()
             self._request_socket = None
             raise ReplayError(f"replay endpoint {self.replay_endpoint}: no reply within {self.replay_timeout_s:g} s "
                               "(is the publisher running, with the same CURVE keys?)")
         try:
             reply = json.loads(self._request_socket.recv())
-        except ValueError:
+        except (ValueError, RecursionError):  # not UTF-8 or not JSON, or nested too deep to parse
             raise ReplayError(f"replay endpoint {self.replay_endpoint}: reply is not JSON") from None
         if not isinstance(reply, dict):
             raise ReplayError(f"replay endpoint {self.replay_endpoint}: reply is not a JSON object")
         return reply
 
+    def _await_reply(self, deadline: float) -> bool:
+        """Wait for the reply until ``deadline``; a refused handshake ends the wait with its reason."""
+        poller = zmq.Poller()
+        poller.register(self._request_socket, zmq.POLLIN)
+        poller.register(self._handshake.monitor, zmq.POLLIN)
+        while True:
+            ready = dict(poller.poll(max(0, int((deadline - time.monotonic()) * 1000))))
+            if self._request_socket in ready:
+                return True
+            self._handshake.check()
+            if time.monotonic() >= deadline:
+                return False
+
     def close(self) -> None:
+        if self._handshake is not None:
+            self._handshake.close()
+            self._handshake = None
         for socket in (self._request_socket, self._sub):
             if socket is not None:
                 socket.close()

@@ -3,8 +3,9 @@
 A model's small size is the ``model_options`` of its synthetic recipe
 (``configs/train/<name>_synth.toml``, the one the end-to-end synthetic training uses), so the
 suite exercises every model in the configuration CI trains, at seconds per test; models without
-such a recipe are small already (the composite's 28x28 models). SVM models are fitted on a few
-random samples first: unfitted, they refuse to predict.
+such a recipe are small already (the composite's 28x28 models). Closed-form SVM models
+(``closed_form = True``: LBP-TOP, Bi-WOOF) are fitted on a few random samples first: unfitted,
+they refuse to predict.
 """
 
 from __future__ import annotations

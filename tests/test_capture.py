@@ -171,3 +171,22 @@ def test_stream_profile_errors_name_the_file_and_key(tmp_path):
     path.write_text("[capture]\nqueue_sise = 4\n")
     with pytest.raises(ConfigError, match=r"key 'capture\.queue_sise': unknown key"):
         load_stream_config(path)
+
+
+def test_frames_still_queued_at_a_stop_are_counted_not_lost(tmp_path):
+    # A file read at full speed fills the queue while the consumer sleeps; stopping then
+    # discards the queued frames, and each is counted as dropped ("stopped"), not forgotten.
+    path = write_pyav(tmp_path / "clip.mp4", 40, rate=200)
+    dropped = []
+    counters = CaptureCounters(on_drop=lambda reason, index: dropped.append((reason, index)))
+    loop = CaptureLoop(str(path), CaptureConfig(queue_size=6), counters=counters)
+    delivered = []
+    for frame in loop:
+        delivered.append(frame.index)
+        if len(delivered) == 5:
+            wait_until(lambda: len(loop._queue) == 6, "the queue to fill")
+            loop.stop()
+    assert delivered == [0, 1, 2, 3, 4]
+    assert {reason for reason, _ in dropped} == {"stopped"}
+    assert sorted(delivered + [index for _, index in dropped]) == list(range(counters.frames_read))
+    assert len(dropped) >= 6 and counters.frames_dropped["stopped"] == len(dropped)

@@ -106,8 +106,16 @@ def test_rgb_and_gray_planes_in_zero_to_one():
     np.testing.assert_allclose(rgb.mean(axis=(1, 2)), np.array([100, 50, 200]) / 255, atol=1e-6)
     gray = build_clip_input([frame], 0, 0, 0, ClipSpec(frames=1, anchors="apex", size=12, color="gray"))
     assert gray.shape == (1, 12, 12)
-    assert gray.mean() * 255 == pytest.approx(0.299 * 100 + 0.587 * 50 + 0.114 * 200, abs=1e-3)
-    assert abs(gray.mean() * 255 - cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY).mean()) <= 0.5  # the front end's grey
+    # The front end's grey: 0.299 R + 0.587 G + 0.114 B = 82.05, in whole grey levels 82.
+    np.testing.assert_allclose(gray * 255, 82.0, atol=1e-4)
+
+
+def test_a_grey_spec_gives_the_same_sample_from_colour_crops_as_from_the_front_ends_grey_crops():
+    # Training builds samples from a cache's colour crops, the stream from its ring of grey crops.
+    colour = np.random.default_rng(0).integers(0, 256, size=(7, 20, 20, 3), dtype=np.uint8)
+    grey = np.stack([cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY) for frame in colour])
+    spec = ClipSpec(frames=5, anchors="onset_apex_offset", size=16, color="gray", interpolation="tim")
+    np.testing.assert_array_equal(build_clip_input(colour, 0, 3, 6, spec), build_clip_input(grey, 0, 3, 6, spec))
 
 
 def test_shrinking_averages_pixel_areas():

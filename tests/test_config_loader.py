@@ -36,8 +36,8 @@ def test_valid_file_loads_with_defaults(tmp_path):
     [
         ('name = "cam"\ncolour = 1\n[window]\nseconds = 0.5\n', "key 'colour': unknown key"),
         ('name = "cam"\n[window]\nseconds = 0.5\nsecs = 1\n', "key 'window.secs': unknown key"),
-        ('name = "cam"\n[window]\nseconds = -1\n', "key 'window.seconds': expected greater than 0, got -1"),
-        ('name = "cam"\nfps = "fast"\n[window]\nseconds = 1\n', "key 'fps': expected a valid integer"),
+        ('name = "cam"\n[window]\nseconds = -1\n', "key 'window.seconds': expected a number greater than 0 and less than or equal to 10, got -1"),
+        ('name = "cam"\nfps = "fast"\n[window]\nseconds = 1\n', "key 'fps': expected an integer greater than or equal to 1, got 'fast'"),
         ('name = "cam"\n[window]\nseconds = 1\nmethod = "tvl1"\n', "key 'window.method': expected 'farneback' or 'dis', got 'tvl1'"),
         ("[window]\nseconds = 1\n", "key 'name': required key is missing"),
     ],

@@ -8,6 +8,9 @@ weights, fed by the live path's own input code from that clip's face crops, must
 scores the trainer recorded for the held-out sample: train-time and serve-time inputs are
 the same. The clips are made easy (5-7 px expressions, 30 fps, 64 px crops) so that tiny
 models learn them in seconds; this is a test of the machinery, not of the models' accuracy.
+The closed-form models (LBP-TOP + SVM, Bi-WOOF + SVM) fit their SVM on each fold's training
+clips instead of running epochs; LBP-TOP's thresholds would flip on the smallest difference
+between the trainer's and the stream's grey crops, so its row checks that they are identical.
 """
 
 from __future__ import annotations

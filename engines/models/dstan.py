@@ -37,11 +37,13 @@ from torch.nn import functional as F
 
 from engines.clip_spec import ClipSpec
 from engines.models.blocks import ChannelAttention, ConvBNReLU
+from engines.models.linear_svm import ABSENT_CLASS_SCORE, fit_linear_svm
 from engines.models.registry import ModelCfg, register_model
 from engines.models.ststnet import MEGC2019_LABELS
 from engines.preprocess import LIVE_FLOW
 
 __all__ = [
+    "ABSENT_CLASS_SCORE",
     "DSTAN",
     "DSTAN_CFG",
     "DSTAN_TVL1",
@@ -59,9 +61,6 @@ COLOUR_PLANES = slice(0, 3)  # r, g, b in 0..1
 FLOW_PLANES = slice(3, 5)  # u_next, v_next in pixels; zero in the last frame
 LOW_LEVEL_STAGE = 3  # "the third convolution layers can learn the low-level texture features" (§2.3)
 FUSIONS = ("svm", "average")
-# Decision value of a class with no training sample in the fold (the SVM never saw it): far
-# below any real decision value of probability features, so it is never predicted.
-ABSENT_CLASS_SCORE = -1e4
 FEATURE_BATCH = 32  # samples per no-grad forward when collecting the SVM's training features
 
 # TV-L1 (the paper names no flow algorithm) with OpenCV DualTVL1's defaults, written out so the
@@ -244,37 +243,20 @@ class SVMFusion(nn.Module):
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return F.linear(features, self.weight, self.bias)
 
+    @torch.no_grad()
     def fit(self, features: np.ndarray, labels: np.ndarray, class_weight: torch.Tensor | None, seed: int):
-        """Fit ``LinearSVC`` on (features, labels) and copy it in; returns the fitted estimator.
+        """Fit the SVM on (features, labels) and copy it in; returns scikit-learn's estimator.
 
-        ``class_weight`` (per class index, e.g. the trainer's balanced weights) becomes the SVM's
-        class weights. A class absent from ``labels`` gets :data:`ABSENT_CLASS_SCORE`.
+        The fit is the zoo's shared one (:func:`engines.models.linear_svm.fit_linear_svm`, no
+        standardisation: the features are probabilities): ``class_weight`` (per class index, e.g.
+        the trainer's balanced weights) becomes the SVM's class weights, and a class absent from
+        ``labels`` gets :data:`ABSENT_CLASS_SCORE`.
         """
-        from sklearn.svm import LinearSVC
-
-        labels = np.asarray(labels, dtype=np.int64)
-        present = np.unique(labels)
-        num_classes = self.weight.shape[0]
-        if len(present) < 2:
-            raise ValueError(f"the SVM fusion needs training samples of two classes or more, "
-                             f"got only {present.tolist()}")
-        if present.min() < 0 or present.max() >= num_classes:
-            raise ValueError(f"labels must be class indices 0..{num_classes - 1}, got {present.tolist()}")
-        weights = None if class_weight is None else {int(k): float(class_weight[k]) for k in present}
-        # loss="hinge": the SVM objective of the paper's SVC; seeded, so a fold refits identically.
-        svm = LinearSVC(C=self.c, loss="hinge", dual=True, class_weight=weights, random_state=seed, max_iter=100_000)
-        svm.fit(np.asarray(features, dtype=np.float64), labels)
-        coef, intercept = svm.coef_, svm.intercept_
-        if len(svm.classes_) == 2:  # one decision d for classes_[1]; split it as -d/2, +d/2
-            coef = np.concatenate((-coef, coef)) / 2
-            intercept = np.concatenate((-intercept, intercept)) / 2
-        weight = np.zeros(tuple(self.weight.shape))
-        bias = np.full(num_classes, ABSENT_CLASS_SCORE)
-        weight[svm.classes_], bias[svm.classes_] = coef, intercept
-        self.weight.copy_(torch.from_numpy(weight))
-        self.bias.copy_(torch.from_numpy(bias))
+        fitted = fit_linear_svm(features, labels, self.weight.shape[0], class_weight, seed, self.c)
+        self.weight.copy_(torch.from_numpy(fitted.weight))
+        self.bias.copy_(torch.from_numpy(fitted.bias))
         self.fitted.fill_(True)
-        return svm
+        return fitted.estimator
 
 
 class DSTAN(nn.Module):

@@ -14,6 +14,7 @@ CPU. It logs what it chose and why, and the returned object's ``.backend`` says 
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,13 @@ from engines.runtime.base import Backend
 __all__ = ["AUTO_ORDER", "BACKENDS", "Backend", "backend_class", "choose_backend", "load", "probe_backends"]
 
 log = logging.getLogger(__name__)
+
+# ONNX Runtime (1.2x on Linux) keeps usage telemetry in an SQLite file under
+# ~/.cache/Microsoft/DeveloperTools unless this is set before it is imported. mer looks at
+# faces: nothing about a run is recorded that the user did not ask for, and no file is written
+# besides the ones they named (a full disk or a read-only home must not break a stream).
+# Setting ORT_DISABLE_TELEMETRY=0 in the environment keeps the runtime's default.
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
 # Fastest first; "auto" takes the first that can run here.
 AUTO_ORDER = ("tensorrt", "torch-cuda", "onnxruntime", "torch")

@@ -55,9 +55,22 @@ class OnnxRuntimeBackend(Backend):
         except Exception as exc:  # ORT raises its own pybind classes (InvalidProtobuf, Fail, ...)
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise InputError(f"not a loadable ONNX model (corrupt or truncated?): {reason}", path=path) from None
+        self._check_shapes(path)
         self._check_metadata(path)
         self._input_name = self.session.get_inputs()[0].name
         log.debug("onnxruntime session for %s: providers %s", path, self.session.get_providers())
+
+    def _check_shapes(self, path) -> None:
+        """The graph's own input and output shapes must be the manifest's (the class count above all)."""
+        graph_input, graph_output = self.session.get_inputs()[0], self.session.get_outputs()[0]
+        classes = graph_output.shape[-1] if graph_output.shape else None
+        if isinstance(classes, int) and classes != len(self.class_names):
+            raise InputError(f"the model outputs {classes} class scores per sample, but the manifest's class_names "
+                             f"lists {len(self.class_names)}", path=path, column="class_names")
+        sample = tuple(graph_input.shape[1:])
+        if all(isinstance(d, int) for d in sample) and sample != self.manifest.sample_shape:
+            raise InputError(f"the model takes samples of shape {sample}, but the manifest's input.shape says "
+                             f"{self.manifest.sample_shape}", path=path, column="input.shape")
 
     def _check_metadata(self, path) -> None:
         """model.onnx must carry this manifest's engine id and class names (written by export)."""

@@ -264,6 +264,11 @@ class TensorRTBackend(Backend):
         if len(inputs) != 1 or len(outputs) != 1:
             raise MerError(f"expected one input and one output tensor, the plan has {inputs} and {outputs}")
         self._input, self._output = inputs[0], outputs[0]
+        output_shape = tuple(self.engine.get_tensor_shape(self._output))
+        classes = output_shape[-1] if output_shape else -1
+        if classes >= 0 and classes != len(self.class_names):  # predict() sizes the output buffer from class_names
+            raise InputError(f"the plan outputs {classes} class scores per sample, but the manifest's class_names "
+                             f"lists {len(self.class_names)}", path=manifest.file_path(ONNX_NAME), column="class_names")
 
     @staticmethod
     def _plan(trt, manifest: EngineManifest, key: PlanKey, calibration: CalibrationSet | None,

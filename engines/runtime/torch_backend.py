@@ -33,7 +33,8 @@ class TorchBackend(Backend):
         model = create_model(manifest.model_name, **args)
         cfg = model.cfg
         if tuple(cfg.label_names) != self.class_names:
-            raise InputError(f"model {cfg.name} rebuilt with classes {cfg.label_names}, manifest says {self.class_names}",
+            raise InputError(f"model {cfg.name} rebuilt with {len(cfg.label_names)} classes {tuple(cfg.label_names)}, "
+                             f"but class_names lists {len(self.class_names)}: {self.class_names}",
                              path=manifest.path, column="class_names")
         if tuple(cfg.input_size) != manifest.sample_shape:
             raise InputError(f"model {cfg.name} takes {cfg.input_size}, manifest says {manifest.sample_shape}",

@@ -4,8 +4,10 @@ Per video, into ``DIR/<video name>/``: ``events.jsonl`` (the same ``mer.event/1`
 ``mer stream`` publishes, seq from 1 per video), ``frames.csv`` (OpenFace-like per-frame
 rows with the spotting signal), ``intervals.csv`` (``video,onset,offset,subject``, what
 ``mer eval-spot --pred`` reads), ``timeline.png`` and, with ``--video``, ``annotated.mp4``.
-A video that fails midway keeps what was written up to the failing frame and the run goes
-on with the next file; the exit status says how many failed.
+A video that fails midway keeps what was written up to the failing frame, and one whose
+frames could not all be read (corrupt, cut short) is analysed as far as it can be read; either
+counts as failed, named in a one-line message with the frame, and the run goes on with the next
+file; the exit status says how many failed.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from engines.errors import InputError, MerError
 from streamer.capture import CaptureCounters, CaptureLoop
 from streamer.events import complete_event
 from streamer.outputs import AnnotatedVideoWriter, FrameCsvWriter, write_intervals_csv, write_timeline_png
-from streamer.session import build_pipeline, open_recognizer
+from streamer.session import build_pipeline, load_spot_profile, open_recognizer
 from streamer.sources import FileSource
 from streamer.stream_config import load_stream_config
 
@@ -61,22 +63,25 @@ class _JsonlEvents:
 
 
 def analyze_file(path: Path, out_dir: Path, config, recognizer, *, video: bool = False, subject: str = "",
-                 progress: bool = True) -> dict:
+                 progress: bool = True, spot_params=None) -> dict:
     """Analyse one file into ``out_dir``; returns a summary (frames, events, seconds, rates)."""
-    source = FileSource(path, config.capture)  # an unreadable file fails here, before any output exists
+    capture = config.capture.model_copy(update={"loop": False})  # a file is analysed once, looping profile or not
+    source = FileSource(path, capture)  # an unreadable file fails here, before any output exists
     out_dir.mkdir(parents=True, exist_ok=True)
     fps = source.fps or 30.0
     counters = CaptureCounters()
     events = _JsonlEvents(out_dir / "events.jsonl")
-    pipeline = build_pipeline(config, stream_id=path.stem, fps=fps, recognizer=recognizer, emit=events)
+    pipeline = build_pipeline(config, stream_id=path.stem, fps=fps, recognizer=recognizer, emit=events,
+                              spot_params=spot_params)
     frame_csv = FrameCsvWriter(out_dir / "frames.csv")
     annotated = AnnotatedVideoWriter(out_dir / "annotated.mp4", fps, source.size) if video else None
     signals: list[tuple[int, float, float]] = []  # (face, t, signal) for the timeline; not the landmarks
     bar = tqdm(total=source.frame_count or None, desc=path.name, unit="frame", disable=not progress)
     started = time.perf_counter()
     failure: Exception | None = None
+    last_index: int | None = None  # the last frame analysed
     try:
-        with CaptureLoop(source, config.capture, counters=counters) as loop:
+        with CaptureLoop(source, capture, counters=counters) as loop:
             for frame in loop:
                 shown = len(events.events)
                 rows = pipeline.process(frame)
@@ -87,6 +92,7 @@ def analyze_file(path: Path, out_dir: Path, config, recognizer, *, video: bool =
                     for event in events.events[shown:]:
                         annotated.show_event(event)
                     annotated.write(frame.image, frame.t, rows)
+                last_index = frame.index
                 bar.update()
     except (MerError, OSError) as exc:  # keep what was produced; the caller reports the failure
         failure = exc
@@ -97,6 +103,8 @@ def analyze_file(path: Path, out_dir: Path, config, recognizer, *, video: bool =
         events.close()
         if annotated is not None:
             annotated.close()
+    if failure is None and counters.frames_dropped:  # every readable frame was analysed, but not every frame
+        failure = InputError(counters.describe_drops())
     elapsed = time.perf_counter() - started
     write_intervals_csv(out_dir / "intervals.csv", path.stem, events.events, subject)
     write_timeline_png(out_dir / "timeline.png", f"{path.name}: spotting signal and events", signals,
@@ -118,12 +126,14 @@ def analyze_file(path: Path, out_dir: Path, config, recognizer, *, video: bool =
     }
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     if failure is not None:
-        raise MerError(f"{path}: stopped after frame {pipeline.stats.frames - 1}: {failure}")
+        analysed = "no frame" if last_index is None else f"{pipeline.stats.frames} frames, the last frame {last_index},"
+        raise MerError(f"{path}: {failure} ({analysed} analysed; results kept in {out_dir})")
     return summary
 
 
 def run_analyze(args: argparse.Namespace) -> int:
     config = load_stream_config(args.config)
+    spot_params = load_spot_profile(config)  # a bad spotting profile is a config error, before any output
     missing = [path for path in args.files if not path.is_file()]
     if missing:
         raise InputError("no such video file", path=missing[0])
@@ -132,7 +142,8 @@ def run_analyze(args: argparse.Namespace) -> int:
     for path in args.files:
         try:
             summary = analyze_file(path, args.out / path.stem, config, recognizer, video=args.video,
-                                   subject=args.subject, progress=not args.no_progress)
+                                   subject=args.subject, progress=not args.no_progress,
+                                   spot_params=spot_params)
         except MerError as exc:
             failed += 1
             log.error("%s", exc)

@@ -7,9 +7,15 @@ while no face is tracked, every ``search_interval_s``. Its faces are matched to 
 by box overlap (IoU): a match re-anchors the track, a new face gets a new id.
 
 A refined face can drift off: dlib's shape predictor fits a face to whatever is in the box.
-So every refined face is compared with how the track looked when last detected (normalised
-cross-correlation of its aligned crop shrunk to a small patch); too little resemblance and
-the track is lost. A face that leaves and comes back is therefore a new track with a new id.
+So every frame's crop of every face is compared with how the track looked when last detected
+(normalised cross-correlation of its aligned crop shrunk to a small patch), also on the frames
+between two landmark fits; too little resemblance and the track is lost. A face that leaves
+and comes back is therefore a new track with a new id.
+
+The resemblance ignores brightness, so a face whose crop turns much darker or brighter from
+one frame to the next (a light switched off or on, a camera's exposure jumping) would stay the
+same track, and its spotter would take the change for motion all over the face. Such a track
+ends instead; the detector then looks for the face on that same frame, as a new track.
 """
 
 from __future__ import annotations
@@ -42,6 +48,7 @@ class _Track:
     landmarks: FaceLandmarks
     aligned: AlignedFace
     template: np.ndarray  # zero-mean, unit-norm patch from the last detection
+    brightness: float  # mean grey level of the last aligned crop
     misses: int = 0  # detector runs in a row that did not find this face
     refined_t: float = float("-inf")  # stream time of the last landmark fit
 
@@ -65,6 +72,7 @@ class FaceTracker:
         min_iou: float = 0.3,
         min_similarity: float = 0.5,
         max_misses: int = 3,
+        max_light_step: float = 40.0,
     ) -> None:
         self.backend = backend
         self.aligner = aligner
@@ -79,18 +87,21 @@ class FaceTracker:
         self.min_iou = min_iou
         self.min_similarity = min_similarity
         self.max_misses = max_misses
+        self.max_light_step = max_light_step  # grey levels the crop's mean may change by from one frame to the next
         self._tracks: list[_Track] = []
         self._ended: list[int] = []
         self._ids = itertools.count()
         self._last_detect_t: float | None = None
         self.detections_run = 0  # how often the full detector ran (for tests and metrics)
+        self.faces_over_limit = 0  # detected faces left untracked because max_faces were tracked already
 
     def update(self, frame: Frame) -> list[TrackedFace]:
         """The faces on this frame, oldest track first."""
-        lost = self._refine(frame)
+        lost, relit = self._refine(frame)
+        self._end(relit)
         self._drop_duplicates()
         detected: set[int] = set()
-        if self._detection_due(frame.t, bool(lost)):
+        if self._detection_due(frame.t, bool(lost or relit)):
             detected = self._detect(frame, lost)
         else:
             self._end(lost)
@@ -105,30 +116,52 @@ class FaceTracker:
         """End every track (end of stream); :meth:`ended` then reports them."""
         self._end(self._tracks)
 
+    def reset(self) -> None:
+        """End every track and search the next frame at once, as if the stream began there
+        (after a cut in the stream, where the old boxes and looks mean nothing)."""
+        self.end_all()
+        self._last_detect_t = None
+
     @property
     def track_ids(self) -> list[int]:
         return [track.track_id for track in self._tracks]
 
-    def _refine(self, frame: Frame) -> list[_Track]:
-        """Moves every track to this frame; returns (and unlists) the tracks whose face was lost."""
-        lost = []
+    def _refine(self, frame: Frame) -> tuple[list[_Track], list[_Track]]:
+        """Moves every track to this frame; returns (and unlists) the tracks whose face was lost and
+        those whose light changed at once."""
+        lost, relit = [], []
         for track in self._tracks:
             if frame.t - track.refined_t < self.landmark_interval_s:
-                track.aligned = self.aligner.align(frame.image, track.landmarks.points, track.smoother, frame.t)
-                continue
+                aligned = self.aligner.align(frame.image, track.landmarks.points, track.smoother, frame.t)
+                if _resemblance(aligned.gray, track.template) >= self.min_similarity:
+                    if self._follow(track, track.landmarks, aligned):
+                        continue
+                    relit.append(track)
+                    continue
+                # Not the face it was (it left, or the picture changed): refit now, not at the next fit.
             track.refined_t = frame.t
             landmarks = self.backend.refine(frame.image, track.landmarks.box)
             similarity = -1.0
             if landmarks is not None:
                 aligned = self.aligner.align(frame.image, landmarks.points, track.smoother, frame.t)
-                similarity = float((_patch(aligned.gray) * track.template).sum())
+                similarity = _resemblance(aligned.gray, track.template)
             if similarity < self.min_similarity:
                 log.debug("track %d lost (resemblance %.2f)", track.track_id, similarity)
                 lost.append(track)
-            else:
-                track.landmarks, track.aligned = replace(landmarks, confidence=min(similarity, 1.0)), aligned
-        self._tracks = [track for track in self._tracks if track not in lost]
-        return lost
+            elif not self._follow(track, replace(landmarks, confidence=min(similarity, 1.0)), aligned):
+                relit.append(track)
+        self._tracks = [track for track in self._tracks if track not in lost and track not in relit]
+        return lost, relit
+
+    def _follow(self, track: _Track, landmarks: FaceLandmarks, aligned: AlignedFace) -> bool:
+        """Moves ``track`` to its face on this frame, unless the face's light changed at once (False)."""
+        brightness = float(aligned.gray.mean())
+        if abs(brightness - track.brightness) > self.max_light_step:
+            log.debug("track %d ends: its crop's mean brightness jumped from %.0f to %.0f", track.track_id,
+                      track.brightness, brightness)
+            return False
+        track.landmarks, track.aligned, track.brightness = landmarks, aligned, brightness
+        return True
 
     def _drop_duplicates(self) -> None:
         """Two tracks that converged on one face: the younger one ends."""
@@ -173,10 +206,17 @@ class FaceTracker:
             key=lambda face: (face.box[2] - face.box[0]) * (face.box[3] - face.box[1]),
             reverse=True,
         )
-        for face in new_faces[: max(0, self.max_faces - len(survivors))]:
+        room = max(0, self.max_faces - len(survivors))
+        if len(new_faces) > room:
+            if not self.faces_over_limit:
+                log.warning("%d new faces found while %d of at most %d are tracked: the largest are tracked, "
+                            "the others ignored (raise faces.max_faces to track more)", len(new_faces),
+                            len(survivors), self.max_faces)
+            self.faces_over_limit += len(new_faces) - room
+        for face in new_faces[:room]:
             smoother = self.aligner.new_smoother()
             aligned = self.aligner.align(frame.image, face.points, smoother, frame.t)
-            track = _Track(next(self._ids), smoother, face, aligned, _patch(aligned.gray))
+            track = _Track(next(self._ids), smoother, face, aligned, _patch(aligned.gray), float(aligned.gray.mean()))
             log.debug("track %d started at %s", track.track_id, [round(v) for v in face.box])
             survivors.append(track)
             found.add(track.track_id)
@@ -206,6 +246,7 @@ class FaceTracker:
         track.landmarks = face
         track.aligned = self.aligner.align(frame.image, face.points, track.smoother, frame.t)
         track.template = _patch(track.aligned.gray)
+        track.brightness = float(track.aligned.gray.mean())
 
     def _end(self, tracks: list[_Track]) -> None:
         ids = [track.track_id for track in tracks]
@@ -213,6 +254,11 @@ class FaceTracker:
             log.debug("track %d ended", track_id)
         self._ended.extend(ids)
         self._tracks = [track for track in self._tracks if track.track_id not in ids]
+
+
+def _resemblance(aligned_gray: np.ndarray, template: np.ndarray) -> float:
+    """Normalised cross-correlation (-1..1) of an aligned crop with a track's template patch."""
+    return float((_patch(aligned_gray) * template).sum())
 
 
 def _patch(aligned_gray: np.ndarray) -> np.ndarray:

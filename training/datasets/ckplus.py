@@ -50,7 +50,7 @@ def read(root: Path | None, sheet: Path | None) -> list[Sample]:
         frame_name = label_file.stem.removesuffix(_EMOTION_SUFFIX)  # S005_001_00000011
         subject, sequence = label_file.parent.parent.name, label_file.parent.name
         parts = frame_name.split("_")
-        if len(parts) != 3 or parts[:2] != [subject, sequence] or not parts[2].isdigit():
+        if len(parts) != 3 or parts[:2] != [subject, sequence] or not parts[2].isdecimal():  # int() reads it
             raise InputError(f"expected {subject}_{sequence}_<frame>{_EMOTION_SUFFIX}.txt", path=label_file)
         peak = int(parts[2])
         emotion = EMOTIONS[_emotion_code(label_file)]
@@ -75,9 +75,11 @@ def read(root: Path | None, sheet: Path | None) -> list[Sample]:
 
 def _emotion_code(path: Path) -> int:
     """The file's one number ('   3.0000000e+00'), checked to be a whole 0..7."""
-    text = path.read_text().strip()
     try:
+        text = path.read_text(encoding="utf-8").strip()
         value = float(text)
+    except UnicodeDecodeError as exc:
+        raise InputError(f"not UTF-8 text (byte {exc.start})", path=path) from None
     except ValueError:
         raise InputError(f"expected one emotion number 0..7, found {text[:40]!r}", path=path) from None
     if not value.is_integer() or not 0 <= value < len(EMOTIONS):

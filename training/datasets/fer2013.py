@@ -51,7 +51,7 @@ def decode_pixels(record: Record) -> np.ndarray:
     text = record.required("pixels")
     try:
         values = np.array(text.split(), dtype=np.int64)
-    except ValueError:
+    except (ValueError, OverflowError):  # OverflowError: a number beyond 64 bits
         raise record.error("pixels must be space-separated integers", "pixels") from None
     if values.size != SIDE * SIDE:
         raise record.error(f"expected {SIDE * SIDE} pixel values ({SIDE}x{SIDE}), found {values.size}", "pixels")

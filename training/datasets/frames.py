@@ -33,7 +33,7 @@ def numbered_frames(folder: Path, prefixes: Sequence[str]) -> dict[int, Path]:
         numbered = {}
         for path in files:
             digits = path.stem[len(prefix):]
-            if path.stem.startswith(prefix) and digits.isdigit():
+            if path.stem.startswith(prefix) and digits.isdecimal():  # isdigit() also takes '²', which int() refuses
                 numbered[int(digits)] = path
         if numbered:
             return dict(sorted(numbered.items()))

@@ -35,7 +35,7 @@ DEFAULT_SHEETS = ("manifest.json",)
 CACHE_FORMAT = "mer.prepared/1"  # training.prepare writes it
 INPUTS_DIR = "inputs"
 # Bump when build_clip_input changes what it makes, so old memoised inputs are not reused.
-INPUTS_FORMAT = "clip-input/1"
+INPUTS_FORMAT = "clip-input/2"  # 2: a grey spec's colour crops made grey by cv2, as the front end does
 FLOW_IMAGES_FORMAT = "flow-image/1"  # the same for MotionInputBuilder's flow images
 CLIPS_PER_BATCH = 16  # clips whose inputs (and flows) are built together
 
@@ -44,24 +44,49 @@ def read(root: Path | None, sheet: Path) -> list[Sample]:
     """The samples listed in a prepared cache's manifest (``sheet``), frames -> their clip file."""
     try:
         manifest = json.loads(sheet.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:  # RecursionError: JSON nested too deep to parse
         raise InputError(f"unreadable manifest ({exc})", path=sheet) from exc
-    if manifest.get("format") != CACHE_FORMAT:
-        raise InputError(f"not a mer prepare cache (format {manifest.get('format')!r}, expected {CACHE_FORMAT})",
-                         path=sheet)
-    cache = sheet.parent
-    samples = []
-    for number, entry in enumerate(manifest.get("samples", []), start=1):
-        try:
-            samples.append(Sample(
-                dataset=entry["dataset"], subject=entry["subject"], sample_id=entry["sample_id"],
-                emotion=entry["emotion"], onset=entry["onset"], apex=entry["apex"], offset=entry["offset"],
-                action_units=tuple(entry["action_units"]), labels=dict(entry["labels"]),
-                frames=(cache / entry["file"],), source=entry["source"], attributes=dict(entry["attributes"]),
-            ))
-        except (KeyError, TypeError) as exc:
-            raise InputError(f"sample {number} of the manifest lacks {exc}", path=sheet, column="samples") from exc
-    return samples
+    found = manifest.get("format") if isinstance(manifest, dict) else type(manifest).__name__
+    if found != CACHE_FORMAT:
+        raise InputError(f"not a mer prepare cache (format {found!r}, expected {CACHE_FORMAT})", path=sheet)
+    entries = manifest.get("samples", [])
+    if not isinstance(entries, list):
+        raise InputError("expected a list of samples", path=sheet, column="samples")
+    return [_manifest_sample(entry, sheet, number) for number, entry in enumerate(entries, start=1)]
+
+
+def _manifest_sample(entry: object, sheet: Path, number: int) -> Sample:
+    """One manifest entry (written by ``training.prepare.sample_entry``) as a Sample, every field checked,
+    so that a damaged manifest fails here, naming the field, rather than later in training."""
+
+    def check(field: str, valid: bool, expected: str) -> None:
+        if not valid:
+            got = f"{entry[field]!r:.80}" if field in entry else "nothing (no such field)"
+            raise InputError(f"expected {expected}, got {got}", path=sheet, column=f"samples[{number}].{field}")
+
+    if not isinstance(entry, dict):
+        raise InputError(f"expected an object, got {entry!r:.80}", path=sheet, column=f"samples[{number}]")
+    for field in ("dataset", "subject", "sample_id", "emotion", "source", "file"):
+        check(field, isinstance(entry.get(field), str) and entry[field] != "", "non-empty text")
+    for field in ("onset", "apex", "offset"):
+        value = entry.get(field, "missing")
+        is_frame = value is None or (isinstance(value, int) and not isinstance(value, bool))
+        check(field, is_frame, "a frame number or null")
+    if entry["onset"] is not None and entry["offset"] is not None:
+        check("offset", entry["onset"] <= entry["offset"], f"a frame number >= onset {entry['onset']}")
+    units = entry.get("action_units")
+    check("action_units", isinstance(units, list) and all(isinstance(u, str) and u for u in units),
+          "a list of non-empty texts")
+    for field in ("labels", "attributes"):
+        value = entry.get(field)
+        check(field, isinstance(value, dict) and all(isinstance(v, str) for v in value.values()),
+              "an object of texts")
+    return Sample(
+        dataset=entry["dataset"], subject=entry["subject"], sample_id=entry["sample_id"], emotion=entry["emotion"],
+        onset=entry["onset"], apex=entry["apex"], offset=entry["offset"], action_units=tuple(units),
+        labels=dict(entry["labels"]), frames=(sheet.parent / entry["file"],), source=entry["source"],
+        attributes=dict(entry["attributes"]),
+    )
 
 
 def load_clip_inputs(samples: Sequence[Sample], spec: ClipSpec, cache_root: Path | str | None = None) -> torch.Tensor:

@@ -40,8 +40,12 @@ def read(root: Path | None, sheet: Path) -> list[Sample]:
     if not sheet.is_file():
         raise InputError("label list not found", path=sheet)
     basic = sheet.parent.parent  # the label list lives in <basic>/EmoLabel/
+    try:
+        text = sheet.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise InputError(f"not UTF-8 text (byte {exc.start})", path=sheet) from None
     samples = []
-    for row, line in enumerate(sheet.read_text(encoding="utf-8-sig").splitlines(), start=1):
+    for row, line in enumerate(text.splitlines(), start=1):
         fields = line.split()
         if not fields:
             continue
@@ -52,7 +56,7 @@ def read(root: Path | None, sheet: Path) -> list[Sample]:
         if split not in SPLITS or not image_name.lower().endswith(".jpg"):
             raise InputError(f"image name {image_name!r} is not train_*.jpg or test_*.jpg", path=sheet, row=row,
                              column="image")
-        if not label.isdigit() or int(label) not in EMOTIONS:
+        if label not in {str(number) for number in EMOTIONS}:
             raise InputError(f"label {label!r} is not 1..7", path=sheet, row=row, column="label")
         emotion = EMOTIONS[int(label)]
         group = MEGC3_GROUPS.get(emotion)

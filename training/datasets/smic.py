@@ -56,7 +56,7 @@ def read(root: Path | None, sheet: Path | None) -> list[Sample]:
         raise InputError("SMIC-HS folder not found (give the folder holding HS/)", path=root)
     base = hs_root(root)
     subject_folders = sorted(
-        (path for path in base.iterdir() if path.is_dir() and path.name[:1] == "s" and path.name[1:].isdigit()),
+        (path for path in base.iterdir() if path.is_dir() and path.name[:1] == "s" and path.name[1:].isdecimal()),
         key=lambda path: int(path.name[1:]),
     )
     if not subject_folders:

@@ -12,6 +12,7 @@ program or a text editor shows them.
 from __future__ import annotations
 
 import csv
+import io
 import logging
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -108,18 +109,23 @@ def find_header_row(rows: Sequence[Row], required: Sequence[str], *, path: Path)
 def _read_xlsx(path: Path, sheet_name: str | None) -> list[Row]:
     import openpyxl
 
+    # openpyxl raises many unrelated types for a corrupt file (zipfile, XML, KeyError, ValueError
+    # ...), and reads the worksheet's XML only while its rows are iterated: both steps are guarded.
     try:
         workbook = openpyxl.load_workbook(path, read_only=True, data_only=True)
-    except Exception as exc:  # openpyxl raises many unrelated types for a corrupt file
-        raise InputError(f"cannot read workbook: {exc}", path=path) from exc
+    except Exception as exc:
+        raise InputError(f"cannot read workbook: {_one_line(exc)}", path=path) from exc
     try:
-        if sheet_name is None:
-            sheet = workbook.worksheets[0]
-        elif sheet_name in workbook.sheetnames:
-            sheet = workbook[sheet_name]
-        else:
+        if sheet_name is not None and sheet_name not in workbook.sheetnames:
             raise InputError(f"no worksheet {sheet_name!r} (has {', '.join(workbook.sheetnames)})", path=path)
+        if not workbook.worksheets:
+            raise InputError("workbook holds no worksheet", path=path)
+        sheet = workbook.worksheets[0] if sheet_name is None else workbook[sheet_name]
         return [list(row) for row in sheet.iter_rows(values_only=True)]
+    except InputError:
+        raise
+    except Exception as exc:
+        raise InputError(f"cannot read worksheet: {_one_line(exc)}", path=path) from exc
     finally:
         workbook.close()
 
@@ -136,7 +142,16 @@ def _read_csv(path: Path) -> list[Row]:
         raise InputError("sheet is neither UTF-8 nor cp1252 text", path=path)
     if encoding != "utf-8-sig":
         log.debug("%s: decoded as %s", path, encoding)
-    return [list(row) for row in csv.reader(text.splitlines())]
+    # newline="": the csv module splits records itself, so a quoted line break stays in its cell.
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        return [list(row) for row in reader]
+    except csv.Error as exc:  # e.g. a cell longer than the csv module's limit (131072 characters)
+        raise InputError(f"not a readable csv: {exc}", path=path, row=reader.line_num) from None
+
+
+def _one_line(error: Exception) -> str:
+    return " ".join(str(error).split()) or type(error).__name__
 
 
 def _trim(row: Row) -> Row:
