@@ -24,7 +24,7 @@ import math
 import torch
 from torch import nn
 
-from engines.models.linear_svm import LinearSVMHead
+from engines.models.linear_svm import DescriptorSVM, LinearSVMHead
 from engines.models.registry import ModelCfg, register_model
 from engines.models.ststnet import MEGC2019_LABELS, STSTNET_CFG
 
@@ -45,7 +45,6 @@ BIWOOF_CFG = dataclasses.replace(
 _STRAIN_PLANE = STSTNET_CFG.channels.index("optical_strain")
 _V_PLANE = STSTNET_CFG.channels.index("v")
 _U_PLANE = STSTNET_CFG.channels.index("u")
-FEATURE_BATCH = 256  # samples per no-grad pass when extracting the SVM's training features
 TINY = 1e-12  # denominator floor: a block without motion, or a sample without any, gives zeros, not NaN
 
 
@@ -150,10 +149,10 @@ class BiWOOFFeatures(nn.Module):
         return vector / vector.norm(dim=1, keepdim=True).clamp_min(TINY)
 
 
-class BiWOOF(nn.Module):
+class BiWOOF(DescriptorSVM):
     """Bi-WOOF features of the composite's flow, classified by a linear SVM (fitted, not trained)."""
 
-    closed_form = True
+    feature_batch = 256  # samples per no-grad pass when extracting the SVM's training features
 
     def __init__(
         self, label_names: tuple[str, ...] = MEGC2019_LABELS, blocks: int = 5, bins: int = 8, svm_c: float = 1.0
@@ -173,24 +172,6 @@ class BiWOOF(nn.Module):
         """(N, 3, 28, 28) BGR composite -> (N, blocks * blocks * bins) Bi-WOOF vector."""
         return self.features(*decode_composite(x))
 
-    def forward_head(self, features: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        """The SVM's decision values (N, K), or the features themselves if ``pre_logits``."""
-        return features if pre_logits else self.svm(features)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
-
-    @torch.no_grad()
-    def extract_features(self, x: torch.Tensor, batch_size: int = FEATURE_BATCH) -> torch.Tensor:
-        """Bi-WOOF vectors of many samples, in batches."""
-        parts = [self.forward_features(x[start : start + batch_size]) for start in range(0, len(x), batch_size)]
-        return torch.cat(parts) if parts else torch.empty(0, self.num_features)
-
-    def fit_closed_form(
-        self, inputs: torch.Tensor, labels: torch.Tensor, weight: torch.Tensor | None, seed: int
-    ) -> None:
-        """Fit the SVM on the training samples' Bi-WOOF vectors (the trainer calls this instead of epochs)."""
-        self.svm.fit(self.extract_features(inputs), labels, weight, seed)
 
 
 @register_model

@@ -27,7 +27,7 @@ from torch import nn
 
 from engines.clip_spec import ClipSpec
 from engines.models.biwoof import block_assignment
-from engines.models.linear_svm import LinearSVMHead
+from engines.models.linear_svm import DescriptorSVM, LinearSVMHead
 from engines.models.registry import ModelCfg, register_model
 from engines.models.ststnet import MEGC2019_LABELS
 
@@ -45,7 +45,6 @@ __all__ = [
 # The three planes, each as (row axis, column axis) of a (N, T, H, W) clip: XY samples a circle
 # in the image (rows y, columns x); XT and YT an ellipse with time as the row axis.
 PLANES = {"xy": (2, 3), "xt": (1, 3), "yt": (1, 2)}
-FEATURE_BATCH = 16  # clips per no-grad pass when extracting the SVM's training features
 
 
 def uniform_bins(points: int) -> int:
@@ -216,10 +215,10 @@ def lbp_top_cfg(label_names: tuple[str, ...], frames: int, size: int) -> ModelCf
     )
 
 
-class LBPTOP(nn.Module):
+class LBPTOP(DescriptorSVM):
     """LBP-TOP features of a grey clip, classified by a linear SVM (fitted, not trained)."""
 
-    closed_form = True
+    feature_batch = 16  # clips per no-grad pass when extracting the SVM's training features
 
     def __init__(
         self,
@@ -246,24 +245,6 @@ class LBPTOP(nn.Module):
                              f"got {tuple(x.shape)}")
         return self.features(x[:, :, 0])
 
-    def forward_head(self, features: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        """The SVM's decision values (N, K), or the features themselves if ``pre_logits``."""
-        return features if pre_logits else self.svm(features)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
-
-    @torch.no_grad()
-    def extract_features(self, x: torch.Tensor, batch_size: int = FEATURE_BATCH) -> torch.Tensor:
-        """LBP-TOP vectors of many clips, in batches."""
-        parts = [self.forward_features(x[start : start + batch_size]) for start in range(0, len(x), batch_size)]
-        return torch.cat(parts) if parts else torch.empty(0, self.num_features)
-
-    def fit_closed_form(
-        self, inputs: torch.Tensor, labels: torch.Tensor, weight: torch.Tensor | None, seed: int
-    ) -> None:
-        """Fit the SVM on the training clips' LBP-TOP vectors (the trainer calls this instead of epochs)."""
-        self.svm.fit(self.extract_features(inputs), labels, weight, seed)
 
 
 @register_model

@@ -25,7 +25,7 @@ from torch import nn
 
 from engines.errors import MerError
 
-__all__ = ["ABSENT_CLASS_SCORE", "FittedSVM", "LinearSVMHead", "NotFittedError", "fit_linear_svm"]
+__all__ = ["DescriptorSVM", "ABSENT_CLASS_SCORE", "FittedSVM", "LinearSVMHead", "NotFittedError", "fit_linear_svm"]
 
 # Decision value given to a class with no training sample (the SVM never saw it): far below
 # any real decision value, so such a class is never predicted.
@@ -154,3 +154,35 @@ class LinearSVMHead(nn.Module):
         self.linear.bias.copy_(torch.from_numpy(fitted.bias))
         self.fitted.fill_(True)
         return fitted
+
+
+class DescriptorSVM(nn.Module):
+    """A hand-crafted descriptor followed by a fitted linear SVM (Bi-WOOF, LBP-TOP).
+
+    Subclasses set ``self.svm`` (a :class:`LinearSVMHead`), ``self.num_features`` and
+    ``feature_batch``, and define ``forward_features``; the rest is the same for every such
+    baseline: the trainer calls :meth:`fit_closed_form` instead of running epochs.
+    """
+
+    closed_form = True
+    feature_batch = 64  # samples per no-grad pass when extracting the SVM's training features
+
+    def forward_head(self, features: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """The SVM's decision values (N, K), or the features themselves if ``pre_logits``."""
+        return features if pre_logits else self.svm(features)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    @torch.no_grad()
+    def extract_features(self, x: torch.Tensor, batch_size: int | None = None) -> torch.Tensor:
+        """Descriptors of many samples, in batches."""
+        step = batch_size or self.feature_batch
+        parts = [self.forward_features(x[start : start + step]) for start in range(0, len(x), step)]
+        return torch.cat(parts) if parts else torch.empty(0, self.num_features)
+
+    def fit_closed_form(
+        self, inputs: torch.Tensor, labels: torch.Tensor, weight: torch.Tensor | None, seed: int
+    ) -> None:
+        """Fit the SVM on the training samples' descriptors."""
+        self.svm.fit(self.extract_features(inputs), labels, weight, seed)
