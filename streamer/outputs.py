@@ -103,6 +103,22 @@ def write_timeline_png(path: Path, title: str, signals: Sequence[tuple[int, floa
     plt.close(figure)
 
 
+def _letterbox(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """``image`` scaled to fit ``size`` (width, height), aspect kept, black bars around it.
+
+    OpenCV's writer silently drops a frame whose size is not the one it was opened with: a
+    video whose resolution changes midway would lose every frame after the change."""
+    width, height = size
+    if image.shape[1] == width and image.shape[0] == height:
+        return image
+    scale = min(width / image.shape[1], height / image.shape[0])
+    w, h = max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale))
+    fitted = np.zeros((height, width, 3), np.uint8)
+    x, y = (width - w) // 2, (height - h) // 2
+    fitted[y:y + h, x:x + w] = cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA)
+    return fitted
+
+
 class AnnotatedVideoWriter:
     """An mp4 with landmarks, track ids and the current event label drawn on each frame.
 
@@ -111,7 +127,8 @@ class AnnotatedVideoWriter:
 
     def __init__(self, path: Path, fps: float, size: tuple[int, int]) -> None:
         self.path = Path(path)
-        self._writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*"mp4v"), float(fps), size)
+        self.size = (int(size[0]), int(size[1]))  # (width, height): every frame is written at this size
+        self._writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*"mp4v"), float(fps), self.size)
         if not self._writer.isOpened():
             raise OSError(f"{self.path}: cannot open a video writer")
         self._labels: dict[int, tuple[str, float]] = {}
@@ -133,7 +150,7 @@ class AnnotatedVideoWriter:
             if label is not None and t <= label[1]:
                 text += f" {label[0]}"
             cv2.putText(canvas, text, (int(x0), max(12, int(y0) - 8)), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 255), 1)
-        self._writer.write(canvas)
+        self._writer.write(_letterbox(canvas, self.size))
 
     def close(self) -> None:
         self._writer.release()

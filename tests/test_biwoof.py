@@ -15,7 +15,8 @@ import torch
 from engines.checkpoints import load_weights, write_state_dict
 from engines.errors import MerError
 from engines.models import create_model
-from engines.models.biwoof import BiWOOF, BiWOOFFeatures, block_assignment, decode_composite
+from engines.models.biwoof import BiWOOF, BiWOOFFeatures, decode_composite
+from engines.models.blocks import block_assignment
 from engines.models.complexity import count_parameters
 from engines.models.linear_svm import NotFittedError
 from engines.models.ststnet import STSTNET_CFG

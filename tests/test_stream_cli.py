@@ -9,6 +9,7 @@ import json
 import re
 import signal
 import subprocess
+import threading
 import time
 import urllib.request
 
@@ -43,6 +44,26 @@ def _journal(path):
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
+def _lines_until(process: subprocess.Popen, count: int, *, timeout: float) -> str:
+    """The first ``count`` lines ``process`` prints (within ``timeout`` s), then it is stopped:
+    waiting for its own ``--timeout`` of silence would only cost time."""
+    lines: list[str] = []
+
+    def read() -> None:
+        for line in process.stdout:
+            lines.append(line)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    deadline = time.monotonic() + timeout
+    while len(lines) < count and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.terminate()
+    process.wait(timeout=10)
+    reader.join(timeout=10)
+    return "".join(lines)
+
+
 def _endpoints():
     pub, rep, metrics = free_port(), free_port(), free_port()
     return f"tcp://127.0.0.1:{pub}", f"tcp://127.0.0.1:{rep}", metrics
@@ -66,7 +87,7 @@ def test_stream_publishes_every_event_to_a_subscriber_process(short_video, tmp_p
             time.sleep(0.5)
         out, err = stream.communicate(timeout=30)
         assert stream.returncode == 0, err
-        received, sub_err = subscriber.communicate(timeout=60)
+        received = _lines_until(subscriber, len(_journal(journal)), timeout=60)
     finally:
         for process in (stream, subscriber):
             if process.poll() is None:

@@ -24,11 +24,12 @@ import math
 import torch
 from torch import nn
 
+from engines.models.blocks import block_assignment
 from engines.models.linear_svm import DescriptorSVM, LinearSVMHead
 from engines.models.registry import ModelCfg, register_model
 from engines.models.ststnet import MEGC2019_LABELS, STSTNET_CFG
 
-__all__ = ["BIWOOF_CFG", "BiWOOF", "BiWOOFFeatures", "biwoof", "block_assignment", "decode_composite"]
+__all__ = ["BIWOOF_CFG", "BiWOOF", "BiWOOFFeatures", "biwoof", "decode_composite"]
 
 BIWOOF_CFG = dataclasses.replace(
     STSTNET_CFG,
@@ -79,18 +80,6 @@ def _median(plane: torch.Tensor) -> torch.Tensor:
     ordered = flat.sort(dim=1).values
     middle = (flat.shape[1] - 1) // 2
     return ordered[:, middle : middle + 1].unsqueeze(-1)
-
-
-def block_assignment(size: int, blocks: int) -> torch.Tensor:
-    """(size, blocks) 0/1 matrix: pixel ``i`` belongs to block ``floor(i * blocks / size)``.
-
-    Blocks differ by at most one pixel when ``blocks`` does not divide ``size`` (28 px in 5
-    blocks: 6, 6, 5, 6, 5).
-    """
-    if not 1 <= blocks <= size:
-        raise ValueError(f"blocks must be 1..{size} for a {size} px side, got {blocks}")
-    index = torch.arange(size) * blocks // size
-    return (index[:, None] == torch.arange(blocks)[None, :]).float()
 
 
 class BiWOOFFeatures(nn.Module):

@@ -1,4 +1,5 @@
-"""Small building blocks shared by the recognition models (Inception block, CBAM attention).
+"""Small building blocks shared by the recognition models (Inception block, CBAM attention, the
+block grid of the histogram descriptors).
 
 Kept apart from any one model so later architectures (Dual-ATME today; other
 two-stream or attention models later) reuse the same, tested layers instead of copies.
@@ -9,7 +10,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["CBAM", "ChannelAttention", "ConvBNReLU", "InceptionBlock", "SpatialAttention", "random_mirror"]
+__all__ = ["CBAM", "ChannelAttention", "ConvBNReLU", "InceptionBlock", "SpatialAttention", "block_assignment",
+           "random_mirror"]
 
 
 def random_mirror(x: torch.Tensor, prob: float, u_plane: int, u_mirror_sum: float) -> torch.Tensor:
@@ -25,6 +27,18 @@ def random_mirror(x: torch.Tensor, prob: float, u_plane: int, u_mirror_sum: floa
     mirrored = x.flip(-1)
     mirrored[:, u_plane] = u_mirror_sum - mirrored[:, u_plane]
     return torch.where(flip[:, None, None, None], mirrored, x)
+
+
+def block_assignment(size: int, blocks: int) -> torch.Tensor:
+    """(size, blocks) 0/1 matrix: pixel ``i`` belongs to block ``floor(i * blocks / size)``.
+
+    Blocks differ by at most one pixel when ``blocks`` does not divide ``size`` (28 px in 5
+    blocks: 6, 6, 5, 6, 5).
+    """
+    if not 1 <= blocks <= size:
+        raise ValueError(f"blocks must be 1..{size} for a {size} px side, got {blocks}")
+    index = torch.arange(size) * blocks // size
+    return (index[:, None] == torch.arange(blocks)[None, :]).float()
 
 
 class ConvBNReLU(nn.Sequential):

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from engines.clip_spec import ClipSpec
-from engines.models.biwoof import block_assignment
+from engines.models.blocks import block_assignment
 from engines.models.linear_svm import DescriptorSVM, LinearSVMHead
 from engines.models.registry import ModelCfg, register_model
 from engines.models.ststnet import MEGC2019_LABELS

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
@@ -174,10 +175,16 @@ class FaceTracker:
         self._tracks = keep
 
     def _detection_due(self, t: float, any_lost: bool) -> bool:
+        """At once when a face was lost; else when stream time enters the next whole interval.
+
+        Whole intervals of stream time (not the time since the last detection) so that the frames
+        the detector runs on depend on the video alone: a run that starts partway through a video
+        (a chunk of ``mer analyze --ray``) detects on the same frames as one that started at its
+        beginning."""
         if self._last_detect_t is None or any_lost:
             return True
         interval = self.detect_interval_s if self._tracks else self.search_interval_s
-        return t - self._last_detect_t >= interval
+        return math.floor(t / interval) > math.floor(self._last_detect_t / interval)
 
     def _detect(self, frame: Frame, lost: list[_Track]) -> set[int]:
         """Runs the detector, re-anchors matched tracks, starts new ones; returns the ids it found."""
@@ -216,7 +223,8 @@ class FaceTracker:
         for face in new_faces[:room]:
             smoother = self.aligner.new_smoother()
             aligned = self.aligner.align(frame.image, face.points, smoother, frame.t)
-            track = _Track(next(self._ids), smoother, face, aligned, _patch(aligned.gray), float(aligned.gray.mean()))
+            track = _Track(next(self._ids), smoother, face, aligned, _patch(aligned.gray), float(aligned.gray.mean()),
+                           refined_t=frame.t)
             log.debug("track %d started at %s", track.track_id, [round(v) for v in face.box])
             survivors.append(track)
             found.add(track.track_id)
@@ -244,6 +252,7 @@ class FaceTracker:
     def _anchor(self, track: _Track, frame: Frame, face: FaceLandmarks) -> None:
         """Puts a detection on the track and makes it the reference look."""
         track.landmarks = face
+        track.refined_t = frame.t  # a detection fits the landmarks too: the next fit is due an interval later
         track.aligned = self.aligner.align(frame.image, face.points, track.smoother, frame.t)
         track.template = _patch(track.aligned.gray)
         track.brightness = float(track.aligned.gray.mean())

@@ -149,6 +149,9 @@ class FlowSpotter:
         if reference is None:
             return 0.0
         reference_gray, _, _ = self.buffer.get(reference)
+        # OpenCV's DIS starts from the flow it is handed: zeros, so that each frame's flow depends on its
+        # pair of crops alone, not on the frame before (measured from another reference, maybe).
+        self._flow.fill(0.0)
         flow = self._engine(reference_gray, gray, self._flow)
         boxes = self._boxes(gray.shape[0])
         model = self._global_motion(flow, boxes)

@@ -105,10 +105,12 @@ class SignalDetector:
         span_s = params.baseline_s + params.max_duration_s + params.look_ahead_s + params.merge_gap_s + 1.0
         self.history = SignalHistory(math.ceil(span_s * fps) + 8)
         self._smooth_n = frames_for(params.smooth_s, fps)
-        self._recent = np.zeros(self._smooth_n)  # last raw values, for the causal moving average
-        self._recent_sum = 0.0
-        self._update_every = frames_for(THRESHOLD_UPDATE_S, fps)
-        self._since_update = 0
+        # The last raw values, for the causal moving average. Summed afresh each frame (math.fsum:
+        # exactly rounded, whatever slot holds what) rather than kept as a running sum, whose rounding
+        # errors would stay in it forever: the average is then a function of the window alone, so a
+        # detector started later on the same frames reaches the same values (chunked mer analyze).
+        self._recent = np.zeros(self._smooth_n)
+        self._last_update: int | None = None  # the interval of stream time (THRESHOLD_UPDATE_S) of the last update
         self._warmup_n = frames_for(params.warmup_s, fps, minimum=3)
         self.baseline = 0.0  # median of the quiet smoothed signal
         self.threshold = math.inf  # until enough quiet history exists
@@ -129,16 +131,17 @@ class SignalDetector:
         """Add one frame's signal value; returns the intervals that became final."""
         n = self._smooth_n
         slot = self.history._count % n
-        self._recent_sum += value - self._recent[slot]
         self._recent[slot] = value
-        smoothed = self._recent_sum / min(self.history._count + 1, n)
+        smoothed = math.fsum(self._recent) / min(self.history._count + 1, n)
         self.value, self.smoothed = float(value), float(smoothed)
         self.quiet = not smoothed > self.threshold
         self.history.push(index, t, value, smoothed, self.quiet)
-        self._since_update += 1
-        if self._since_update >= self._update_every:
-            self._since_update = 0
+        # Once per whole interval of stream time (not every n frames since this face appeared), so that
+        # a detector started partway through a video updates on the same frames as one started earlier.
+        interval = math.floor(t / THRESHOLD_UPDATE_S)
+        if self._last_update is not None and interval > self._last_update:
             self._update_threshold(t)
+        self._last_update = interval if self._last_update is None else max(self._last_update, interval)
         self._track_regions(index, t)
         return self._finalize(t, flushing=False)
 

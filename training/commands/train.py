@@ -4,22 +4,29 @@ Both pool every fold's predictions and write the same outputs (predictions.csv,
 metrics.json, report.md, confusion.png); ``mer train`` also writes each fold's final
 weights to ``OUT/weights/<subject>.pth``, the layout ``mer evaluate --weights-dir`` reads
 (the original STSTNet release uses it too).
+
+``mer train`` runs one recipe with one seed, or a grid: several ``--recipe`` files and/or
+several seeds (``--seed 1,2,3``), each run into ``OUT/<recipe>-seed<N>/`` with a summary of
+all of them in ``OUT/runs.csv``. With ``--ray`` every fold of every run is a task on a Ray
+cluster (``training/distributed.py``, docs/scale-out.md), with the same results.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import logging
 import platform
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from engines.config import json_object_option
-from engines.errors import InputError
+from engines.errors import InputError, MerError
 
 log = logging.getLogger(__name__)
 
@@ -44,14 +51,24 @@ def add_parser(subparsers) -> None:
     )
     _add_data_arguments(train)
     train.add_argument("--out", required=True, type=Path, help="output folder")
-    train.add_argument("--recipe", type=Path, help="training recipe TOML (default: configs/train/<model>.toml)")
+    train.add_argument("--recipe", type=Path, action="append",
+                       help="training recipe TOML (default: configs/train/<model>.toml); repeat for a grid of runs")
     train.add_argument("--epochs", type=int, help="override the recipe's number of epochs")
-    train.add_argument("--seed", type=int, help="override the recipe's seed")
+    train.add_argument("--seed", type=_seed_list, help="override the recipe's seed; a comma list (1,2,3) runs each")
     train.add_argument("--init-weights", type=Path,
                        help="start every fold from this state dict (e.g. mer pretrain's weights.pth); "
                        "overrides the recipe's init_weights")
     train.add_argument("--workers", type=int, help="parallel fold processes (default: number of cores)")
     train.add_argument("--resume", action="store_true", help="reuse the folds an interrupted run in --out already finished")
+    scale = train.add_argument_group("scale-out on Ray (pip install 'mer[ray]'; docs/scale-out.md)")
+    scale.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
+                       help="train the folds as tasks on a Ray cluster: its address (host:port, ray://host:port, "
+                       "auto), or none to start one on this machine")
+    scale.add_argument("--cpus-per-fold", type=float,
+                       help="with --ray: CPUs (and torch threads) each fold takes (default: 1, as --workers does)")
+    scale.add_argument("--gpus-per-fold", type=float,
+                       help="with --ray: GPUs each fold reserves, for placement (default: 0; the trainer "
+                       "itself computes on the CPU)")
     train.set_defaults(run=run_train)
 
     evaluate = subparsers.add_parser(
@@ -69,6 +86,16 @@ def add_parser(subparsers) -> None:
     )
     evaluate.add_argument("--json", action="store_true", help="print metrics.json's object on stdout")
     evaluate.set_defaults(run=run_evaluate)
+
+
+def _seed_list(text: str) -> list[int]:
+    try:
+        seeds = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a seed or a comma list of seeds, got {text!r}") from None
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise argparse.ArgumentTypeError(f"expected distinct seeds, got {text!r}")
+    return seeds
 
 
 def _load_task(args, model_options: dict):
@@ -110,38 +137,120 @@ def _pooled(samples, folds, scores_by_fold, labels, class_names):
     return Predictions([samples[i] for i in order], labels[order].numpy(), scores, class_names)
 
 
-def run_train(args) -> int:
+@dataclass
+class _Run:
+    """One recipe with one seed: its folds, where it is stored, what is already done."""
+
+    name: str
+    out: Path
+    recipe: object  # TrainRecipe
+    task: tuple  # _load_task's (samples, inputs, labels, class_map, folds, cfg)
+    store: object  # FoldStore
+    fold_keys: dict[str, list[str]]
+    resumed: dict[str, object]  # subject -> FoldResult read back from the store
+
+
+def _plan_runs(args) -> list[_Run]:
+    """Every (recipe, seed) the arguments ask for; a single run keeps ``--out`` itself as its folder."""
+    from engines.config import parse_config
     from training.fold_store import FoldStore
     from training.recipes import load_recipe
-    from training.reports import write_run_outputs
+
+    recipe_paths = args.recipe or [None]
+    stems = [path.stem for path in recipe_paths if path is not None]
+    if len(set(stems)) != len(stems):
+        raise InputError("two --recipe files have the same name; their runs would share a folder")
+    seeds = args.seed or [None]
+    if args.init_weights is not None and not args.init_weights.is_file():
+        raise InputError("no such weights file", path=args.init_weights)
+    plans = []
+    for path in recipe_paths:
+        recipe = load_recipe(args.model, path)
+        if recipe.model != args.model:
+            raise InputError(f"recipe is for model {recipe.model!r}, not {args.model!r}", path=path)
+        for seed in seeds:
+            overrides = {key: value for key, value in (("epochs", args.epochs), ("seed", seed)) if value is not None}
+            if args.init_weights is not None:
+                overrides["init_weights"] = str(args.init_weights)
+            # Checked like the file itself: --epochs 0 must fail as epochs = 0 in the recipe would.
+            plans.append((path, parse_config({**recipe.model_dump(mode="json"), **overrides}, type(recipe),
+                                             source=f"{path or args.model} with the command line's overrides")))
+    single = len(plans) == 1
+    tasks: dict[str, tuple] = {}  # model options -> the loaded task, shared by runs that use the same inputs
+    runs = []
+    for path, recipe in plans:
+        name = f"{path.stem if path is not None else args.model}-seed{recipe.seed}"
+        options_key = json.dumps(recipe.model_options, sort_keys=True)
+        if options_key not in tasks:
+            tasks[options_key] = _load_task(args, recipe.model_options)
+        samples, inputs, labels, class_map, folds, cfg = task = tasks[options_key]
+        out = args.out if single else args.out / name
+        keys = [sample.key for sample in samples]
+        store = FoldStore(out, {
+            "model": args.model, "dataset": args.dataset, "protocol": args.protocol, "class_map": class_map.name,
+            "recipe": recipe.model_dump(), "samples": keys,
+        })
+        done = store.open(args.resume)
+        fold_keys = {fold.test_subject: [keys[i] for i in fold.test] for fold in folds}
+        resumed = {fold.test_subject: FoldStore.result_from_record(done[fold.test_subject], fold.test,
+                                                                   fold_keys[fold.test_subject])
+                   for fold in folds if fold.test_subject in done}
+        if resumed:
+            log.info("%s: resuming: %d of %d folds already finished in %s", name, len(resumed), len(folds), out)
+        runs.append(_Run(name, out, recipe, task, store, fold_keys, resumed))
+    return runs
+
+
+def run_train(args) -> int:
     from training.trainer import run_folds
 
-    recipe = load_recipe(args.model, args.recipe)
-    overrides = {key: value for key, value in (("epochs", args.epochs), ("seed", args.seed)) if value is not None}
-    if args.init_weights is not None:
-        if not args.init_weights.is_file():
-            raise InputError("no such weights file", path=args.init_weights)
-        overrides["init_weights"] = str(args.init_weights)
-    recipe = recipe.model_copy(update=overrides)
-    if recipe.model != args.model:
-        raise InputError(f"recipe is for model {recipe.model!r}, not {args.model!r}", path=args.recipe)
-    samples, inputs, labels, class_map, folds, cfg = _load_task(args, recipe.model_options)
-    keys = [sample.key for sample in samples]
-    store = FoldStore(args.out, {
-        "model": args.model, "dataset": args.dataset, "protocol": args.protocol, "class_map": class_map.name,
-        "recipe": recipe.model_dump(), "samples": keys,
-    })
-    done = store.open(args.resume)
-    fold_keys = {fold.test_subject: [keys[i] for i in fold.test] for fold in folds}
-    resumed = {fold.test_subject: FoldStore.result_from_record(done[fold.test_subject], fold.test, fold_keys[fold.test_subject])
-               for fold in folds if fold.test_subject in done}
-    if resumed:
-        log.info("resuming: %d of %d folds already finished in %s", len(resumed), len(folds), args.out)
+    if args.ray is not None and args.workers is not None:
+        raise InputError("--workers sets local fold processes; with --ray, each fold is a Ray task (--cpus-per-fold)")
+    if args.ray is None and (args.cpus_per_fold is not None or args.gpus_per_fold is not None):
+        raise InputError("--cpus-per-fold and --gpus-per-fold are the resources of --ray's fold tasks")
+    runs = _plan_runs(args)
     started = time.perf_counter()
-    fresh = run_folds(recipe, [f for f in folds if f.test_subject not in resumed], inputs, labels,
-                      [s.subject for s in samples], class_map.classes, args.workers,
-                      on_result=lambda result: store.save(result, fold_keys[result.test_subject]))
-    by_subject = {**resumed, **{result.test_subject: result for result in fresh}}
+    pending = {run.name: [f for f in run.task[4] if f.test_subject not in run.resumed] for run in runs}
+    if args.ray is not None:
+        from training.distributed import FoldJob, run_folds_on_ray
+
+        jobs = [FoldJob(run.name, run.recipe, pending[run.name], run.task[1], run.task[2],
+                        [s.subject for s in run.task[0]], run.task[3].classes,
+                        on_result=lambda result, run=run: run.store.save(result, run.fold_keys[result.test_subject]))
+                for run in runs]
+        fresh = run_folds_on_ray(jobs, address=None if args.ray == "local" else args.ray,
+                                 cpus_per_fold=1.0 if args.cpus_per_fold is None else args.cpus_per_fold,
+                                 gpus_per_fold=0.0 if args.gpus_per_fold is None else args.gpus_per_fold)
+    else:
+        fresh = {}
+        for run in runs:
+            samples, inputs, labels, class_map, _, _ = run.task
+            fresh[run.name] = run_folds(run.recipe, pending[run.name], inputs, labels, [s.subject for s in samples],
+                                        class_map.classes, args.workers,
+                                        on_result=lambda result, run=run: run.store.save(
+                                            result, run.fold_keys[result.test_subject]))
+    seconds = round(time.perf_counter() - started, 1)
+    summary, failed = [], []
+    for run in runs:
+        if isinstance(fresh[run.name], str):
+            failed.append(f"{run.name}: {fresh[run.name]}")
+            continue
+        overall = _finish_run(args, run, fresh[run.name], seconds)
+        summary.append({"run": run.name, "seed": run.recipe.seed, "uf1": overall.uf1, "uar": overall.uar,
+                        "acc": overall.acc})
+    if len(runs) > 1:
+        _write_runs_summary(args.out, summary)
+    if failed:
+        raise MerError(f"{len(failed)} of {len(runs)} runs failed: " + "; ".join(failed))
+    return 0
+
+
+def _finish_run(args, run: _Run, fresh, seconds: float):
+    """Pool a finished run's folds and write its outputs; returns its overall report."""
+    from training.reports import write_run_outputs
+
+    samples, _, labels, class_map, folds, cfg = run.task
+    by_subject = {**run.resumed, **{result.test_subject: result for result in fresh}}
     results = [by_subject[fold.test_subject] for fold in folds]
     predictions = _pooled(samples, folds, [r.scores for r in results], labels, class_map.classes)
     run_info = {
@@ -150,10 +259,10 @@ def run_train(args) -> int:
         "protocol": args.protocol,
         "class_map": class_map.name,
         "folds": len(folds),
-        "resumed_folds": len(resumed),
-        "recipe": recipe.model_dump(),
+        "resumed_folds": len(run.resumed),
+        "recipe": run.recipe.model_dump(),
         "epochs_run": {r.test_subject: r.epochs_run for r in results},
-        "seconds": round(time.perf_counter() - started, 1),
+        "seconds": seconds,
         "torch": torch.__version__,
         "python": platform.python_version(),
     }
@@ -163,11 +272,31 @@ def run_train(args) -> int:
         # The flow the inputs were made with, for mer export to write into the engine's manifest.
         run_info["flow_input"] = {key: list(value) if isinstance(value, tuple) else value
                                   for key, value in LIVE_FLOW.items()}
-    reports = write_run_outputs(args.out, predictions, run_info)
+    reports = write_run_outputs(run.out, predictions, run_info)
     overall = reports["all"]
     print(f"{args.model} {args.protocol} on {args.dataset}: {len(folds)} folds, UF1 {overall.uf1:.4f} UAR {overall.uar:.4f} "
-          f"acc {overall.acc:.4f} -> {args.out}")
-    return 0
+          f"acc {overall.acc:.4f} -> {run.out}")
+    return overall
+
+
+def _write_runs_summary(out: Path, summary: list[dict]) -> None:
+    """OUT/runs.csv: one row per run, then the mean and standard deviation over the seeds of each recipe."""
+    out.mkdir(parents=True, exist_ok=True)
+    rows = [[row["run"], row["seed"], f"{row['uf1']:.4f}", f"{row['uar']:.4f}", f"{row['acc']:.4f}"] for row in summary]
+    groups: dict[str, list[dict]] = {}
+    for row in summary:
+        groups.setdefault(row["run"].rsplit("-seed", 1)[0], []).append(row)
+    for recipe, members in groups.items():
+        if len(members) > 1:
+            for label, reduce in (("mean", np.mean), ("std", np.std)):
+                rows.append([f"{recipe} {label}", "",
+                             *(f"{reduce([m[k] for m in members]):.4f}" for k in ("uf1", "uar", "acc"))])
+    with open(out / "runs.csv", "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["run", "seed", "uf1", "uar", "acc"])
+        writer.writerows(rows)
+    for row in rows:
+        print("  ".join(str(value) for value in row))
 
 
 def _recorded_model_options(weights_dir: Path) -> dict:
