@@ -8,6 +8,7 @@ data: the original STSTNet release's 68 checkpoints give its logged UF1/UAR thro
 
 import csv
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -83,6 +84,26 @@ def test_selected_folds_and_bad_input(toy_composite, tmp_path, capsys):
     assert main(["train", "--model", "nonet", "--dataset", "megc2019-flow", "--root", str(toy_composite),
                  "--out", str(out)]) == 2
     assert "nonet" in capsys.readouterr().err
+
+
+def test_a_grid_of_models_checks_every_name_and_recipe_before_training(toy_composite, tmp_path, capsys):
+    def train(*extra: str) -> str:
+        assert main(["train", "--dataset", "megc2019-flow", "--root", str(toy_composite), "--out",
+                     str(tmp_path / "grid"), "--workers", "1", *extra]) == 2
+        return capsys.readouterr().err.strip().splitlines()[-1]
+
+    assert train("--model", "ststnet,sstnet").endswith("unknown model 'sstnet' (did you mean 'ststnet'?); known models: "
+                                                     "biwoof, dstan, dual_atme, edmdbn, lbp_top, mmnet, off_apexnet, "
+                                                     "ststnet, tldn")
+    recipes = Path(__file__).resolve().parents[1] / "configs" / "train"
+    mmnet = tmp_path / "mmnet.toml"
+    mmnet.write_text((recipes / "mmnet.toml").read_text())
+    assert train("--model", "ststnet,off_apexnet", "--recipe", str(mmnet)).endswith(
+        "mmnet.toml: recipe is for model 'mmnet', which --model does not name (ststnet, off_apexnet)")
+    ststnet = tmp_path / "off_apexnet.toml"  # an ststnet recipe named like the model that runs its default one
+    ststnet.write_text((recipes / "ststnet.toml").read_text())
+    assert "two runs would share a folder" in train("--model", "ststnet,off_apexnet", "--recipe", str(ststnet))
+    assert not (tmp_path / "grid").exists()  # nothing was started
 
 
 def test_an_interrupted_run_resumes_to_the_uninterrupted_result(toy_composite, tmp_path, capsys):

@@ -33,8 +33,8 @@ log = logging.getLogger(__name__)
 PROTOCOLS = ("loso",)
 
 
-def _add_data_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", required=True, help="registered model name, e.g. ststnet")
+def _add_data_arguments(parser: argparse.ArgumentParser, model_help: str = "registered model name, e.g. ststnet") -> None:
+    parser.add_argument("--model", required=True, help=model_help)
     parser.add_argument("--dataset", required=True, help="dataset reader name, e.g. megc2019-flow")
     parser.add_argument("--root", required=True, type=Path, help="dataset folder")
     parser.add_argument("--sheet", type=Path, help="annotation sheet, when not the dataset's standard file in --root")
@@ -49,10 +49,12 @@ def add_parser(subparsers) -> None:
         help="train a model with leave-one-subject-out folds",
         description="Train a fresh model per LOSO fold and score the pooled held-out predictions.",
     )
-    _add_data_arguments(train)
+    _add_data_arguments(train, model_help="registered model name, e.g. ststnet; a comma list (ststnet,dual_atme) "
+                        "runs each, a grid of models")
     train.add_argument("--out", required=True, type=Path, help="output folder")
     train.add_argument("--recipe", type=Path, action="append",
-                       help="training recipe TOML (default: configs/train/<model>.toml); repeat for a grid of runs")
+                       help="training recipe TOML (default: configs/train/<model>.toml); repeat for a grid of runs; "
+                       "each runs its own model, which --model must name")
     train.add_argument("--epochs", type=int, help="override the recipe's number of epochs")
     train.add_argument("--seed", type=_seed_list, help="override the recipe's seed; a comma list (1,2,3) runs each")
     train.add_argument("--init-weights", type=Path,
@@ -98,7 +100,7 @@ def _seed_list(text: str) -> list[int]:
     return seeds
 
 
-def _load_task(args, model_options: dict):
+def _load_task(args, model: str, model_options: dict):
     """Samples with a label under the class map, their inputs, labels, the folds to run and the model cfg.
 
     The inputs are what the model built with ``model_options`` takes (its cfg says: the
@@ -118,7 +120,7 @@ def _load_task(args, model_options: dict):
     samples = [s for s in load_dataset(args.dataset, root=args.root, sheet=args.sheet) if class_map.name in s.labels]
     if not samples:
         raise InputError(f"no sample of {args.dataset} has a {class_map.name} label", path=args.root)
-    cfg = create_model(args.model, label_names=class_map.classes, **model_options).cfg
+    cfg = create_model(model, label_names=class_map.classes, **model_options).cfg
     inputs = load_model_inputs(cfg, args.dataset, samples, args.root)
     labels = torch.tensor([class_map.index(s.labels[class_map.name]) for s in samples], dtype=torch.int64)
     wanted = None if not args.folds else [name.strip() for name in args.folds.split(",") if name.strip()]
@@ -150,44 +152,66 @@ class _Run:
     resumed: dict[str, object]  # subject -> FoldResult read back from the store
 
 
+def _model_names(args) -> list[str]:
+    """``--model``: one registered name, or a comma list for a grid over models."""
+    from engines.models.registry import model_entrypoint
+
+    models = list(dict.fromkeys(name.strip() for name in args.model.split(",") if name.strip()))
+    if not models:
+        raise InputError("--model names no model")
+    for name in models:
+        model_entrypoint(name)  # an unknown name fails here, with the known ones and the closest match
+    return models
+
+
 def _plan_runs(args) -> list[_Run]:
-    """Every (recipe, seed) the arguments ask for; a single run keeps ``--out`` itself as its folder."""
+    """Every (model, recipe, seed) the arguments ask for; a single run keeps ``--out`` itself as its folder.
+
+    Each ``--recipe`` runs the model it names; a model of ``--model`` that no recipe names runs
+    its default recipe (configs/train/<model>.toml)."""
     from engines.config import parse_config
     from training.fold_store import FoldStore
     from training.recipes import load_recipe
 
-    recipe_paths = args.recipe or [None]
-    stems = [path.stem for path in recipe_paths if path is not None]
-    if len(set(stems)) != len(stems):
-        raise InputError("two --recipe files have the same name; their runs would share a folder")
+    models = _model_names(args)
     seeds = args.seed or [None]
     if args.init_weights is not None and not args.init_weights.is_file():
         raise InputError("no such weights file", path=args.init_weights)
+    recipes = []  # (path or None, recipe)
+    for path in args.recipe or []:
+        recipe = load_recipe(models[0], path)
+        if recipe.model not in models:
+            raise InputError(f"recipe is for model {recipe.model!r}, which --model does not name "
+                             f"({', '.join(models)})", path=path)
+        recipes.append((path, recipe))
+    named = {recipe.model for _, recipe in recipes}
+    recipes += [(None, load_recipe(model)) for model in models if model not in named]
+    names = [path.stem if path is not None else recipe.model for path, recipe in recipes]
+    if len(set(names)) != len(names):
+        raise InputError("two runs would share a folder: --recipe files must have different names, none of them a "
+                         f"model's name that runs its default recipe ({', '.join(names)})")
     plans = []
-    for path in recipe_paths:
-        recipe = load_recipe(args.model, path)
-        if recipe.model != args.model:
-            raise InputError(f"recipe is for model {recipe.model!r}, not {args.model!r}", path=path)
+    for path, recipe in recipes:
         for seed in seeds:
             overrides = {key: value for key, value in (("epochs", args.epochs), ("seed", seed)) if value is not None}
             if args.init_weights is not None:
                 overrides["init_weights"] = str(args.init_weights)
             # Checked like the file itself: --epochs 0 must fail as epochs = 0 in the recipe would.
             plans.append((path, parse_config({**recipe.model_dump(mode="json"), **overrides}, type(recipe),
-                                             source=f"{path or args.model} with the command line's overrides")))
+                                             source=f"{path or recipe.model} with the command line's overrides")))
     single = len(plans) == 1
     tasks: dict[str, tuple] = {}  # model options -> the loaded task, shared by runs that use the same inputs
     runs = []
     for path, recipe in plans:
-        name = f"{path.stem if path is not None else args.model}-seed{recipe.seed}"
-        options_key = json.dumps(recipe.model_options, sort_keys=True)
+        name = f"{path.stem if path is not None else recipe.model}-seed{recipe.seed}"
+        options_key = json.dumps([recipe.model, recipe.model_options], sort_keys=True)
         if options_key not in tasks:
-            tasks[options_key] = _load_task(args, recipe.model_options)
+            tasks[options_key] = _load_task(args, recipe.model, recipe.model_options)
         samples, inputs, labels, class_map, folds, cfg = task = tasks[options_key]
         out = args.out if single else args.out / name
         keys = [sample.key for sample in samples]
         store = FoldStore(out, {
-            "model": args.model, "dataset": args.dataset, "protocol": args.protocol, "class_map": class_map.name,
+            "model": recipe.model, "dataset": args.dataset, "protocol": args.protocol, "class_map": class_map.name,
             "recipe": recipe.model_dump(), "samples": keys,
         })
         done = store.open(args.resume)
@@ -254,7 +278,7 @@ def _finish_run(args, run: _Run, fresh, seconds: float):
     results = [by_subject[fold.test_subject] for fold in folds]
     predictions = _pooled(samples, folds, [r.scores for r in results], labels, class_map.classes)
     run_info = {
-        "model": args.model,
+        "model": run.recipe.model,
         "dataset": args.dataset,
         "protocol": args.protocol,
         "class_map": class_map.name,
@@ -274,7 +298,7 @@ def _finish_run(args, run: _Run, fresh, seconds: float):
                                   for key, value in LIVE_FLOW.items()}
     reports = write_run_outputs(run.out, predictions, run_info)
     overall = reports["all"]
-    print(f"{args.model} {args.protocol} on {args.dataset}: {len(folds)} folds, UF1 {overall.uf1:.4f} UAR {overall.uar:.4f} "
+    print(f"{run.recipe.model} {args.protocol} on {args.dataset}: {len(folds)} folds, UF1 {overall.uf1:.4f} UAR {overall.uar:.4f} "
           f"acc {overall.acc:.4f} -> {run.out}")
     return overall
 
@@ -320,7 +344,7 @@ def run_evaluate(args) -> int:
     model_options = json_object_option(args.model_args, "--model-args")
     if model_options is None:
         model_options = _recorded_model_options(args.weights_dir)
-    samples, inputs, labels, class_map, folds, _ = _load_task(args, model_options)
+    samples, inputs, labels, class_map, folds, _ = _load_task(args, args.model, model_options)
     scores_by_fold = []
     for fold in folds:
         model = create_model(args.model, label_names=class_map.classes, **model_options)
