@@ -44,17 +44,23 @@ def _journal(path):
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
-def _lines_until(process: subprocess.Popen, count: int, *, timeout: float) -> str:
-    """The first ``count`` lines ``process`` prints (within ``timeout`` s), then it is stopped:
-    waiting for its own ``--timeout`` of silence would only cost time."""
+def _collect_lines(pipe) -> tuple[list[str], threading.Thread]:
+    """Lines read from ``pipe`` by a thread as they come, into the returned list."""
     lines: list[str] = []
 
     def read() -> None:
-        for line in process.stdout:
+        for line in pipe:
             lines.append(line)
 
     reader = threading.Thread(target=read, daemon=True)
     reader.start()
+    return lines, reader
+
+
+def _lines_until(process: subprocess.Popen, count: int, *, timeout: float) -> str:
+    """The first ``count`` lines ``process`` prints (within ``timeout`` s), then it is stopped:
+    waiting for its own ``--timeout`` of silence would only cost time."""
+    lines, reader = _collect_lines(process.stdout)
     deadline = time.monotonic() + timeout
     while len(lines) < count and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -145,14 +151,23 @@ def test_stream_recognises_a_udp_stream_sent_by_ffmpeg(short_video, tmp_path):
     url = f"udp://127.0.0.1:{port}"
     stream = mer_popen("stream", "--source", url, "--endpoint", endpoint, "--replay-endpoint", replay,
                        "--journal", str(journal), "--no-metrics", stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    time.sleep(3)  # let mer open the UDP socket before the first packet is sent
+    # mer opens the UDP socket right after it starts publishing: send only then (a fixed sleep lost the
+    # video's first seconds on a loaded machine, and with them the spotter's warm-up and events).
+    log_lines, logger = _collect_lines(stream.stderr)
+    deadline = time.monotonic() + 120
+    while not any("publishing events on" in line for line in log_lines) and time.monotonic() < deadline:
+        assert stream.poll() is None, "".join(log_lines)
+        time.sleep(0.1)
+    time.sleep(1.0)
     sender = subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-nostdin",
                              "-re", "-i", str(short_video), "-c:v", "mpeg2video", "-q:v", "2", "-g", "10",
                              "-f", "mpegts", f"{url}?pkt_size=1316"], timeout=120)
     assert sender.returncode == 0
     time.sleep(1.5)
     stream.send_signal(signal.SIGTERM)
-    out, err = stream.communicate(timeout=60)
+    out = stream.communicate(timeout=60)[0]
+    logger.join(timeout=10)
+    err = "".join(log_lines)
     assert stream.returncode == 0, err
     events = _journal(journal)
     assert events, f"nothing recognised from {url}:\n{out}\n{err}"
