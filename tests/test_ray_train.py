@@ -1,5 +1,5 @@
 """``mer train --ray`` on a local Ray cluster: the same folds, scores, weights and metrics as the
-local pool of fold processes, for a single run and for a grid of seeds and recipes.
+local pool of fold processes, for a single run and for a grid of models, seeds and recipes.
 
 The data is the small composite of tests/test_train_cli.py (6 subjects, 36 samples; three of
 its folds run here); the cluster is the real 2-CPU one of tests/test_ray_analyze.py.
