@@ -3,22 +3,10 @@ changes midway (OpenCV's writer silently drops frames of another size)."""
 
 from __future__ import annotations
 
-import cv2
 import numpy as np
 
 from streamer.outputs import AnnotatedVideoWriter
-
-
-def _read_all(path) -> list[np.ndarray]:
-    capture = cv2.VideoCapture(str(path))
-    frames = []
-    while True:
-        ok, frame = capture.read()
-        if not ok:
-            break
-        frames.append(frame)
-    capture.release()
-    return frames
+from tests.video_clips import read_frames
 
 
 def test_frames_of_another_size_are_letterboxed_not_dropped(tmp_path):
@@ -28,7 +16,7 @@ def test_frames_of_another_size_are_letterboxed_not_dropped(tmp_path):
     for _ in range(4):  # 16:9 after the change: scaled to 64x36, 6-pixel black bars above and below
         writer.write(np.full((72, 128, 3), 220, np.uint8), 0.0, [])
     writer.close()
-    frames = _read_all(tmp_path / "annotated.mp4")
+    frames = read_frames(tmp_path / "annotated.mp4")
     assert len(frames) == 8
     assert all(frame.shape == (48, 64, 3) for frame in frames)
     assert abs(float(frames[1].mean()) - 60) < 8  # written as it came

@@ -11,6 +11,7 @@ from engines.errors import InputError
 from engines.motion import compute_flow, endpoint_error, tvl1_flow
 from engines.motion.synthetic import shift_field, smooth_field, synthetic_batch, synthetic_pair
 from engines.motion.tvl1 import TVL1Params, pyramid_sizes
+from tests.video_clips import read_frames
 
 BORDER = 4  # TV-L1 is unreliable in the outermost pixels; compare the interior
 
@@ -96,14 +97,7 @@ def test_bad_parameters_and_frames_are_named():
 
 def load_biwoof_pair(path, size: int = 112) -> tuple[np.ndarray, np.ndarray]:
     """Onset and apex of a 2-frame GIF: grayscale, centre square (the face), resized."""
-    capture = cv2.VideoCapture(str(path))
-    frames = []
-    while True:
-        ok, frame = capture.read()
-        if not ok:
-            break
-        frames.append(cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY))
-    capture.release()
+    frames = [cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY) for frame in read_frames(path)]
     assert len(frames) == 2, f"{path}: expected 2 frames, got {len(frames)}"
     height, width = frames[0].shape
     side = min(height, width)

@@ -55,6 +55,19 @@ def write_cv2(path: Path, frames: int, fps: float = 30, fourcc: str = "mp4v", si
     return path
 
 
+def read_frames(path: Path) -> list[np.ndarray]:
+    """Every frame OpenCV's reader gives for ``path`` (BGR), in order."""
+    capture = cv2.VideoCapture(str(path))
+    frames = []
+    while True:
+        ok, frame = capture.read()
+        if not ok:
+            break
+        frames.append(frame)
+    capture.release()
+    return frames
+
+
 def frame_level(image: np.ndarray) -> int:
     """The gray level a decoded flat frame shows (codecs shift it by a few values)."""
     return int(round(float(image.mean())))

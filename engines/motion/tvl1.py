@@ -16,10 +16,11 @@ Facciolo, "TV-L1 optical flow estimation" (IPOL 2013), as implemented in OpenCV
   update is at most ``epsilon^2 * H * W`` (OpenCV's test, per pair).
 
 Why our own solver: it runs many onset/apex pairs as one batch, on CPU or CUDA, which
-OpenCV's single-pair CPU solver cannot. On the CPU it runs eagerly and drops converged pairs
-(torch.compile was measured there: no faster). On a GPU, ``sync_free`` freezes converged pairs
-instead, so the solve never waits for the device, and ``tvl1_graph.TVL1Runner`` replays it as
-CUDA graphs with compiled kernels (docs/motion.md).
+OpenCV's single-pair CPU solver cannot. Here it runs eagerly and drops converged pairs; the
+fast CPU path is ``tvl1_compiled.CompiledTVL1`` (the step fused by ``torch.compile``, bit for
+bit the flows of ``tvl1_flow(..., portable=True)``). On a GPU, ``sync_free`` freezes converged pairs instead, so the solve
+never waits for the device, and ``tvl1_graph.TVL1Runner`` replays it as CUDA graphs with
+compiled kernels (docs/motion.md).
 """
 
 from __future__ import annotations
@@ -125,6 +126,34 @@ def pyramid_sizes(height: int, width: int, params: TVL1Params) -> list[tuple[int
 # when gamma > 0 (u3, the illumination term); duals px, py (B, C, H, W).
 
 
+def _divergence(px: torch.Tensor, py: torch.Tensor) -> torch.Tensor:
+    """Backward differences with p[-1] = 0, as OpenCV."""
+    return px - F.pad(px[..., :, :-1], (1, 0)) + py - F.pad(py[..., :-1, :], (0, 0, 1, 0))
+
+
+def _forward_gradient(u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Forward differences, zero in the last column / row, as OpenCV."""
+    return (F.pad(u[..., :, 1:] - u[..., :, :-1], (0, 1)), F.pad(u[..., 1:, :] - u[..., :-1, :], (0, 0, 0, 1)))
+
+
+def _threshold_step(u, coef, rho_c, inv_grad, l_t: float) -> torch.Tensor:
+    """OpenCV's three-case thresholding rule as one clamp: d = clamp(-rho/|grad I1w|^2, -l_t, l_t)."""
+    rho = rho_c + (coef * u).sum(1)
+    return (rho * inv_grad).neg_().clamp_(-l_t, l_t).unsqueeze(1)
+
+
+def gradient_norm(grad_x: torch.Tensor, grad_y: torch.Tensor) -> torch.Tensor:
+    """``|grad|`` of the dual step: ``sqrt(x*x + y*y)`` in float32, the root correctly rounded.
+
+    Within an ulp of OpenCV's ``hypot``, and the same bits eager or compiled: eager
+    ``torch.sqrt`` of float32 is not correctly rounded on the CPU (SLEEF, ~15% of values off by
+    an ulp) while inductor's is, so the root is taken in float64 (exact for a float32
+    argument once rounded back). Inductor's vectorised ``hypot`` would cost more than the rest
+    of the fused step.
+    """
+    return torch.sqrt((grad_x * grad_x + grad_y * grad_y).double()).float()
+
+
 def primal_dual_step(
     u: torch.Tensor,
     px: torch.Tensor,
@@ -143,48 +172,83 @@ def primal_dual_step(
     Divergence: backward differences with p[-1] = 0; gradient: forward differences, zero
     in the last column / row (both as OpenCV).
     """
-    rho = rho_c + (coef * u).sum(1)
-    step = (rho * inv_grad).neg_().clamp_(-l_t, l_t)
-    v = torch.addcmul(u, coef, step.unsqueeze(1))
-    div = px - F.pad(px[..., :, :-1], (1, 0)) + py - F.pad(py[..., :-1, :], (0, 0, 1, 0))
-    u_new = v.add_(div, alpha=theta)
+    v = torch.addcmul(u, coef, _threshold_step(u, coef, rho_c, inv_grad, l_t))
+    u_new = v.add_(_divergence(px, py), alpha=theta)
     change = u_new - u
     error = (change * change).sum(dim=(1, 2, 3))
-    grad_x = F.pad(u_new[..., :, 1:] - u_new[..., :, :-1], (0, 1))
-    grad_y = F.pad(u_new[..., 1:, :] - u_new[..., :-1, :], (0, 0, 0, 1))
+    grad_x, grad_y = _forward_gradient(u_new)
     denom = torch.hypot(grad_x, grad_y).mul_(taut).add_(1.0)
     px = px.add(grad_x, alpha=taut).div_(denom)
     py = py.add(grad_y, alpha=taut).div_(denom)
     return u_new, px, py, error
 
 
-def masked_primal_dual_step(
+def portable_primal_dual_step(
     u: torch.Tensor,
     px: torch.Tensor,
     py: torch.Tensor,
-    active: torch.Tensor,
     coef: torch.Tensor,
     rho_c: torch.Tensor,
     inv_grad: torch.Tensor,
     l_t: float,
     theta: float,
     taut: float,
-    scaled_epsilon: float,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """One inner iteration that freezes converged pairs instead of dropping them.
-
-    ``active`` (B,) bool marks the pairs still iterating; a pair that has converged keeps its
-    state, which is exactly OpenCV's per-pair stop. No value leaves the device, so a whole
-    solve can be captured as one CUDA graph (and this function fused by ``torch.compile``).
+    """:func:`primal_dual_step` written so that ``torch.compile`` computes bit for bit what
+    eager torch computes (the numerics of ``tvl1_compiled.CompiledTVL1``): no
+    ``alpha=`` / ``addcmul`` (ATen fuses those into FMAs, inductor does not), and the
+    summed update accumulated in float64, so that a different summation order cannot move a
+    pair's stop (it could only if a sum lay within ~1e-12 of the threshold). Eagerly it is
+    12-19 % slower than :func:`primal_dual_step` (the float64 root and sum), hence not the default;
+    the two agree with OpenCV equally (tests/test_tvl1_cpu_fast.py).
     """
-    u_new, px_new, py_new, error = primal_dual_step(u, px, py, coef, rho_c, inv_grad, l_t, theta, taut)
-    keep = active.view(-1, 1, 1, 1)
-    return (
-        torch.where(keep, u_new, u),
-        torch.where(keep, px_new, px),
-        torch.where(keep, py_new, py),
-        active & (error > scaled_epsilon),
-    )
+    v = (coef * _threshold_step(u, coef, rho_c, inv_grad, l_t)).add_(u)
+    u_new = v.add_(_divergence(px, py).mul_(theta))
+    error = (u_new - u).square_().sum(dim=(1, 2, 3), dtype=torch.float64)
+    grad_x, grad_y = _forward_gradient(u_new)
+    denom = gradient_norm(grad_x, grad_y).mul_(taut).add_(1.0)
+    px = grad_x.mul_(taut).add_(px).div_(denom)
+    py = grad_y.mul_(taut).add_(py).div_(denom)
+    return u_new, px, py, error
+
+
+def _masked(step):
+    """The masked form of an inner step: converged pairs are frozen instead of dropped."""
+
+    def masked_step(
+        u: torch.Tensor,
+        px: torch.Tensor,
+        py: torch.Tensor,
+        active: torch.Tensor,
+        coef: torch.Tensor,
+        rho_c: torch.Tensor,
+        inv_grad: torch.Tensor,
+        l_t: float,
+        theta: float,
+        taut: float,
+        scaled_epsilon: float,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One inner iteration that freezes converged pairs instead of dropping them.
+
+        ``active`` (B,) bool marks the pairs still iterating; a pair that has converged keeps its
+        state, which is exactly OpenCV's per-pair stop. No value leaves the device, so a whole
+        solve can be captured as one CUDA graph (and this function fused by ``torch.compile``).
+        """
+        u_new, px_new, py_new, error = step(u, px, py, coef, rho_c, inv_grad, l_t, theta, taut)
+        keep = active.view(-1, 1, 1, 1)
+        return (
+            torch.where(keep, u_new, u),
+            torch.where(keep, px_new, px),
+            torch.where(keep, py_new, py),
+            active & (error > scaled_epsilon),
+        )
+
+    masked_step.__name__ = masked_step.__qualname__ = f"masked_{step.__name__}"
+    return masked_step
+
+
+masked_primal_dual_step = _masked(primal_dual_step)
+masked_portable_primal_dual_step = _masked(portable_primal_dual_step)
 
 
 class _WorkingSet:
@@ -261,7 +325,7 @@ def masked_median(u: torch.Tensor, active: torch.Tensor, ksize: int) -> torch.Te
 
 
 def _solve_scale(
-    i0: torch.Tensor, i1: torch.Tensor, u: torch.Tensor, params: TVL1Params, masked_step=None
+    i0: torch.Tensor, i1: torch.Tensor, u: torch.Tensor, params: TVL1Params, masked_step=None, step=primal_dual_step
 ) -> torch.Tensor:
     """OpenCV's ``procOneScale`` for a batch; ``u`` (B, C, H, W) is refined in place.
 
@@ -288,7 +352,7 @@ def _solve_scale(
                 flow = work.state[0]
                 flow[:, :2] = median_blur(flow[:, :2], params.median_filtering)
             for _ in range(params.inner_iterations):
-                *work.state, error = primal_dual_step(*work.state, *work.fixed, l_t, params.theta, taut)
+                *work.state, error = step(*work.state, *work.fixed, l_t, params.theta, taut)
                 unfinished = error > scaled_epsilon
                 if not bool(unfinished.all()):
                     running = work.keep(unfinished, [u, px, py])
@@ -333,6 +397,7 @@ def tvl1_flow(
     params: TVL1Params | None = None,
     *,
     sync_free: bool | None = None,
+    portable: bool = False,
     **param_overrides,
 ) -> torch.Tensor:
     """TV-L1 flow from onset to apex for a batch of pairs: ``(B, 2, H, W)`` float32.
@@ -342,6 +407,8 @@ def tvl1_flow(
     Parameters: a ``TVL1Params`` or OpenCV's names as keywords (``tau=``, ``warps=`` ...).
     ``sync_free`` (default: on for CUDA tensors) freezes converged pairs instead of dropping
     them, so the host never waits for the device mid-solve; the flows are the same.
+    ``portable`` uses :func:`portable_primal_dual_step`, the numerics whose flows
+    ``tvl1_compiled.CompiledTVL1`` reproduces bit for bit (slower eagerly).
     """
     if params is None:
         params = TVL1Params.from_kwargs(**param_overrides)
@@ -350,14 +417,18 @@ def tvl1_flow(
     i0, i1 = as_pair_batch(onset, apex)
     if sync_free is None:
         sync_free = i0.device.type == "cuda"
-    return solve_tvl1(i0, i1, params, masked_primal_dual_step if sync_free else None)
+    step = portable_primal_dual_step if portable else primal_dual_step
+    masked = masked_portable_primal_dual_step if portable else masked_primal_dual_step
+    return solve_tvl1(i0, i1, params, masked if sync_free else None, step)
 
 
-def solve_tvl1(i0: torch.Tensor, i1: torch.Tensor, params: TVL1Params, masked_step=None) -> torch.Tensor:
+def solve_tvl1(
+    i0: torch.Tensor, i1: torch.Tensor, params: TVL1Params, masked_step=None, step=primal_dual_step
+) -> torch.Tensor:
     """The solver on checked ``(B, H, W)`` float32 0..255 frames (see :func:`tvl1_flow`).
 
-    ``masked_step=None`` drops converged pairs (cheapest on CPU); a masked step keeps the
-    whole solve on the device (what a CUDA graph needs).
+    ``masked_step=None`` drops converged pairs (cheapest on CPU), iterating with ``step``; a
+    masked step keeps the whole solve on the device (what a CUDA graph needs).
     """
     batch, height, width = i0.shape
     sizes = pyramid_sizes(height, width, params)
@@ -370,7 +441,7 @@ def solve_tvl1(i0: torch.Tensor, i1: torch.Tensor, params: TVL1Params, masked_st
     u = i0.new_zeros(batch, channels, coarse_h, coarse_w)
     with torch.no_grad():
         for level in range(len(sizes) - 1, -1, -1):
-            u = _solve_scale(onsets[level], apexes[level], u, params, masked_step)
+            u = _solve_scale(onsets[level], apexes[level], u, params, masked_step, step)
             if level == 0:
                 break
             u = resize_bilinear(u, size=sizes[level - 1])
