@@ -90,8 +90,8 @@ def resize_bilinear(
     return _resize_axis(x, x.dim() - 2, out_h, scale_y)
 
 
-def _cubic_weights(frac: torch.Tensor) -> torch.Tensor:
-    """OpenCV's 4 cubic weights for a fractional offset, stacked on a new last dim."""
+def _cubic_weights(frac: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """OpenCV's 4 cubic weights for a fractional offset."""
     a = _CUBIC_A
     x1 = frac + 1.0
     w0 = ((a * x1 - 5.0 * a) * x1 + 8.0 * a) * x1 - 4.0 * a
@@ -99,10 +99,60 @@ def _cubic_weights(frac: torch.Tensor) -> torch.Tensor:
     r = 1.0 - frac
     w2 = ((a + 2.0) * r - (a + 3.0)) * r * r + 1.0
     w3 = 1.0 - w0 - w1 - w2
-    return torch.stack((w0, w1, w2, w3), dim=-1)
+    return w0, w1, w2, w3
 
 
 _REMAP_PAD = 4  # zero border wide enough that clamped far-away taps read zeros only
+_TAPS = 16  # the 4 x 4 bicubic neighbourhood, tap k = 4 * row + column
+_TAPS_AT_ONCE_MAX = 16384  # output elements up to which all taps are gathered at once (op overhead wins)
+
+
+def _lanewise_order(lanes: int) -> list[list[int]]:
+    """Taps grouped as torch's vectorised CPU ``sum`` adds 16 contiguous values.
+
+    Each vector lane l adds taps l, l + lanes, ... (starting from 0); then the lanes are
+    added in order onto 0: ``(((0 + lane0) + lane1) + lane2) + ...``.
+    """
+    return [list(range(lane, _TAPS, lanes)) for lane in range(lanes)]
+
+
+def _sum_lanewise(tap, lanes: int) -> torch.Tensor:
+    """Sum ``tap(0) ... tap(15)`` with exactly the additions of :func:`_lanewise_order`.
+
+    The leading ``0 +`` only matters for signed zeros: a sum of -0 values is +0 there.
+    """
+    total = None
+    for taps in _lanewise_order(lanes):
+        lane_sum = tap(taps[0])
+        for k in taps[1:]:
+            lane_sum += tap(k)
+        total = lane_sum.add_(0.0) if total is None else total.add_(lane_sum)
+    return total
+
+
+@functools.lru_cache(maxsize=1)
+def _cpu_sum_lanes() -> int | None:
+    """Vector width (8 with AVX2, 16 with AVX512) of torch's CPU float32 ``sum`` over 16 values.
+
+    ``remap_bicubic`` once summed its 16 products with ``.sum(-1)`` on a tap-last tensor;
+    it now adds them one tap at a time (no 16x-sized temporaries), with the same additions,
+    so it checks on a probe which order this torch build uses. None: neither matches.
+    """
+    gen = torch.Generator().manual_seed(0)
+    scales = torch.logspace(-4, 4, _TAPS)[torch.randperm(_TAPS, generator=gen)]
+    probe = torch.randn(4096, _TAPS, generator=gen) * scales
+    probe[0] = -0.0  # signed zeros: 0 + -0 is +0
+    expected = probe.sum(-1)
+    for lanes in (8, 16):
+        summed = _sum_lanewise(lambda k: probe[:, k].clone(), lanes)
+        if torch.equal(summed.view(torch.int32), expected.view(torch.int32)):
+            return lanes
+    return None
+
+
+def _multiply(values: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """``values * weights``, in place unless float64 weights promote float32 values."""
+    return values.mul_(weights) if weights.dtype == values.dtype else values * weights
 
 
 def remap_bicubic(images: torch.Tensor, map_x: torch.Tensor, map_y: torch.Tensor) -> torch.Tensor:
@@ -110,28 +160,45 @@ def remap_bicubic(images: torch.Tensor, map_x: torch.Tensor, map_y: torch.Tensor
 
     images: ``(B, C, H, W)``; map_x, map_y: ``(B, H, W)`` absolute source coordinates in
     pixels. Returns ``(B, C, H, W)``: ``out[b, c, y, x] = images[b, c](map_y, map_x)``.
+    Each output is the sum of 16 products ``image * (wy * wx)``, added in the order of
+    torch's ``.sum(-1)`` over a tap-last tensor: large float32 batches on the CPU add them
+    one tap at a time in that order (no temporaries 16x the output, whose page faults
+    dominated), the rest build that tensor (fewer ops).
     """
     batch, channels, height, width = images.shape
     pad = _REMAP_PAD
-    padded = F.pad(images, (pad, pad, pad, pad))
     padded_w = width + 2 * pad
-    flat = padded.reshape(batch, channels, -1)
+    flat = F.pad(images, (pad, pad, pad, pad)).reshape(batch, channels, -1)
 
     base_x = torch.floor(map_x)
     base_y = torch.floor(map_y)
-    wx = _cubic_weights(map_x - base_x)  # (B, H, W, 4)
-    wy = _cubic_weights(map_y - base_y)
+    wx = _cubic_weights((map_x - base_x).reshape(batch, 1, -1))  # 4 x (B, 1, H*W)
+    wy = _cubic_weights((map_y - base_y).reshape(batch, 1, -1))
     # Clamp so that all four taps of a far-away point land in the zero border.
-    ix = base_x.clamp_(-3, width + 1).to(torch.int64) + (pad - 1)
-    iy = base_y.clamp_(-3, height + 1).to(torch.int64) + (pad - 1)
-    taps = torch.arange(4, device=images.device)
-    cols = ix.unsqueeze(-1) + taps  # (B, H, W, 4)
-    rows = iy.unsqueeze(-1) + taps
-    index = (rows.unsqueeze(-1) * padded_w + cols.unsqueeze(-2)).reshape(batch, 1, -1)  # (B,1,H*W*16)
-    values = torch.gather(flat, 2, index.expand(batch, channels, -1))
-    weights = (wy.unsqueeze(-1) * wx.unsqueeze(-2)).reshape(batch, 1, -1, 16)
-    values = values.reshape(batch, channels, -1, 16)
-    return (values * weights).sum(-1).reshape(batch, channels, height, width)
+    ix = base_x.clamp_(-3, width + 1).to(torch.int64).reshape(batch, 1, -1)
+    iy = base_y.clamp_(-3, height + 1).to(torch.int64).reshape(batch, 1, -1)
+    top_left = (iy + (pad - 1)) * padded_w + (ix + (pad - 1))
+
+    fast = images.device.type == "cpu" and images.dtype == map_x.dtype == map_y.dtype == torch.float32
+    lanes = _cpu_sum_lanes() if fast else None
+    if lanes is not None and batch * channels * height * width > _TAPS_AT_ONCE_MAX:
+        # Large: one tap at a time, so that no temporary is 16 times the output.
+        def tap(k: int) -> torch.Tensor:
+            row, col = divmod(k, 4)
+            index = (top_left + (row * padded_w + col)).expand(batch, channels, -1)
+            return _multiply(torch.gather(flat, 2, index), wy[row] * wx[col])
+
+        out = _sum_lanewise(tap, lanes)
+    else:
+        # Small (fewest ops), or another device or dtype: all taps on a tap-last dim, torch's sum.
+        # Made by kernels, not copied from the host: this runs inside CUDA graph capture (tvl1_graph).
+        taps = torch.arange(_TAPS, device=images.device)
+        offsets = (taps // 4) * padded_w + taps % 4
+        index = (top_left.unsqueeze(-1) + offsets).reshape(batch, 1, -1).expand(batch, channels, -1)
+        values = torch.gather(flat, 2, index).reshape(batch, channels, -1, _TAPS)
+        weights = torch.stack(wy, dim=-1).unsqueeze(-1) * torch.stack(wx, dim=-1).unsqueeze(-2)
+        out = _multiply(values, weights.reshape(batch, 1, -1, _TAPS)).sum(-1)
+    return out.reshape(batch, channels, height, width)
 
 
 def centered_gradient(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
