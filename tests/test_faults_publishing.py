@@ -33,7 +33,7 @@ from streamer.events import complete_event
 from streamer.journal import EventJournal, read_journal
 from streamer.publisher import EventPublisher
 from streamer.subscriber import EventSubscriber
-from tests.streaming_fixtures import REPO
+from tests.streaming_fixtures import REPO, synth_long
 from tests.test_events import draft
 
 ANY_PORT = "tcp://127.0.0.1:*"
@@ -260,10 +260,7 @@ def test_a_full_journal_drops_and_counts_events_then_resumes(mode, tmp_path):
 
 @pytest.fixture(scope="module")
 def video_with_events(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("video")
-    assert mer_main(["-q", "synth", "long", "--out", str(folder), "--fps", "30", "--duration", "4", "--subjects", "1",
-                     "--micro", "2", "--macro", "0", "--size", "320x240", "--seed", "5", "--video", "mp4",
-                     "--no-frames", "--no-progress"]) == 0
+    folder = synth_long(tmp_path_factory.mktemp("video"), duration=4, micro=2, macro=0, seed=5)
     return next(folder.glob("*.mp4"))
 
 

@@ -39,7 +39,7 @@ from streamer.metrics import serve_metrics
 from streamer.publisher import TOPIC_PREFIX, EventPublisher
 from streamer.stream_config import StreamConfig, load_stream_config
 from streamer.subscriber import EventSubscriber
-from tests.streaming_fixtures import free_port, mer_popen
+from tests.streaming_fixtures import free_port, mer_popen, synth_long
 from tests.test_publisher import now_draft, receive_all
 
 pytestmark = pytest.mark.skipif(not zmq.has("curve"), reason="this libzmq has no CURVE (libsodium)")
@@ -106,11 +106,8 @@ needs_proc_net = pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="
 
 @pytest.fixture(scope="module")
 def short_video(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("video")
-    assert mer_main(["-q", "synth", "long", "--out", str(out), "--fps", "30", "--duration", "6", "--subjects", "1",
-                     "--micro", "2", "--macro", "0", "--size", "320x240", "--seed", "5", "--video", "mp4",
-                     "--no-frames", "--no-progress"]) == 0
-    return next(out.glob("*.mp4"))
+    folder = synth_long(tmp_path_factory.mktemp("video"), duration=6, micro=2, macro=0, seed=5)
+    return next(folder.glob("*.mp4"))
 
 
 @pytest.mark.slow
