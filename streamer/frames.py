@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Frame"]
+__all__ = ["Frame", "cut_before"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,3 +27,17 @@ class Frame:
     captured_at: float  # time.monotonic() when the frame was read (latency is measured from it)
     decode_s: float = 0.0  # seconds spent demuxing, decoding and converting this frame (the "decode" stage)
     discontinuous: bool = False  # the stream was cut before this frame (reconnection, loop restart)
+
+
+def cut_before(frame: Frame, previous_shape: tuple[int, ...] | None, first: bool) -> str | None:
+    """Why ``frame`` does not follow on from the frame before it (of shape ``previous_shape``),
+    if it does not: ``"resolution_change"`` or ``"discontinuity"``; None for the first frame.
+
+    One rule for every place that tracks faces over a stream (the pipeline, and the face
+    front end when it runs in its own process), so that they start afresh on the same frames.
+    """
+    if previous_shape is not None and previous_shape != frame.image.shape:
+        return "resolution_change"
+    if frame.discontinuous and not first:
+        return "discontinuity"
+    return None

@@ -20,7 +20,8 @@ and tracking starts afresh on that frame, so no ring ever mixes crops from both 
 cut and no spotter sees the cut as motion.
 
 The pipeline is single-threaded and owns no I/O; capture, publishing and metrics serving
-are the callers' business, which keeps it equally usable live and offline.
+are the callers' business, which keeps it equally usable live and offline. Its tracker may
+run in another process (``mer analyze`` on two cores: streamer/front_end_worker.py).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ import numpy as np
 
 from streamer.events import make_event
 from streamer.faces import FaceTracker
-from streamer.frames import Frame
+from streamer.frames import Frame, cut_before
 from streamer.metrics import StreamMetrics
 from streamer.outputs import FaceFrameRow
 from streamer.recognizer import Recognition, Recognizer
@@ -138,7 +139,9 @@ class Pipeline:
         self._observe("decode", frame.decode_s)
         start = time.perf_counter()
         faces = self.tracker.update(frame)
-        self._observe("face", time.perf_counter() - start)
+        # A tracker that runs in another process (streamer/front_end_worker.py) reports its own time.
+        remote_s = getattr(self.tracker, "last_update_s", None)
+        self._observe("face", time.perf_counter() - start if remote_s is None else remote_s)
         rows: list[FaceFrameRow] = []
         start = time.perf_counter()
         finished: list[tuple[int, SpottedInterval]] = []
@@ -190,15 +193,14 @@ class Pipeline:
     def _cut_before(self, frame: Frame) -> str | None:
         """Why ``frame`` does not follow on from the frame before it, if it does not."""
         shape, self._frame_shape = self._frame_shape, frame.image.shape
-        if shape is not None and shape != frame.image.shape:
+        cut = cut_before(frame, shape, first=self.stats.frames == 1)
+        if cut == "resolution_change":
             log.info("stream %s: frame %d is %dx%d, the frames before were %dx%d: faces are tracked afresh",
                      self.stream_id, frame.index, frame.image.shape[1], frame.image.shape[0], shape[1], shape[0])
-            return "resolution_change"
-        if frame.discontinuous and self.stats.frames > 1:
+        elif cut == "discontinuity":
             log.info("stream %s: the stream was cut before frame %d: faces are tracked afresh", self.stream_id,
                      frame.index)
-            return "discontinuity"
-        return None
+        return cut
 
     def _end_all_faces(self) -> None:
         """End every track (end of stream, or a cut in it): flush, classify and emit what is pending."""

@@ -52,15 +52,17 @@ def build_pipeline(
     emit: Callable[[dict], dict | None],
     metrics: StreamMetrics | None = None,
     spot_params: SpotParams | None = None,
+    tracker=None,
 ) -> Pipeline:
-    """The pipeline of one stream; ``spot_params`` is ``load_spot_profile(config)`` when already loaded."""
+    """The pipeline of one stream; ``spot_params`` is ``load_spot_profile(config)`` when already loaded,
+    ``tracker`` the face front end when it runs elsewhere (``front_end_worker.RemoteTracker``)."""
     if spot_params is None:
         spot_params = load_spot_profile(config)
     if metrics is not None:
         metrics.set_engine(recognizer.engine_id, recognizer.backend, recognizer.device)
     return Pipeline(
         stream_id=stream_id,
-        tracker=build_tracker(config.faces),
+        tracker=build_tracker(config.faces) if tracker is None else tracker,
         make_spotter=lambda rate: create_spotter(spot_params, rate),
         recognizer=recognizer,
         fps=fps,

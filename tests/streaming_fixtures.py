@@ -44,3 +44,24 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+def reencode(source: Path, target: Path, *, frames: range = range(10**9), blank: range = range(0)) -> Path:
+    """Re-encode ``frames`` of ``source`` into ``target`` (MPEG-4, 2 Mb/s), with the ``blank`` ones black:
+    a face that vanishes for a while, or the first seconds of a video."""
+    import av  # only the tests that re-encode need it
+
+    with av.open(str(source)) as reader, av.open(str(target), "w") as writer:
+        stream = reader.streams.video[0]
+        out = writer.add_stream("mpeg4", rate=stream.average_rate)
+        out.width, out.height, out.pix_fmt, out.bit_rate = stream.codec_context.width, stream.codec_context.height, \
+            "yuv420p", 2_000_000
+        for index, frame in enumerate(reader.decode(stream)):
+            if index not in frames:
+                continue
+            image = frame.to_ndarray(format="bgr24")
+            if index in blank:
+                image[:] = 0
+            writer.mux(out.encode(av.VideoFrame.from_ndarray(image, format="bgr24")))
+        writer.mux(out.encode())
+    return target

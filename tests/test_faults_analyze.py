@@ -6,7 +6,8 @@ a text file and a PNG named ``.mp4``, an audio-only file, and an AVI whose video
 FFmpeg decoder knows. One run gets them all, with the intact video in the middle: it must be
 analysed in full, every bad file must be named in one line with its reason (and the frames,
 when some were analysed), what was produced before a fault must be kept, and the exit
-status must be non-zero.
+status must be non-zero; with decoding and face tracking in the caller's process or in a
+worker process (``--front-end-process on``) alike.
 """
 
 from __future__ import annotations
@@ -81,9 +82,10 @@ def write_faults(video, folder):
         container.mux(stream.encode())
 
 
-@pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    """One ``mer analyze`` over the good video and every bad file, the good one in the middle."""
+@pytest.fixture(scope="module", params=["auto", "on"])
+def run(request, tmp_path_factory):
+    """One ``mer analyze`` over the good video and every bad file, the good one in the middle: in one
+    process (``auto`` for these short files), and with decoding and tracking in a worker process."""
     folder = tmp_path_factory.mktemp("faults")
     good = folder / "good.mp4"
     write_video_file(good, duration_s=N_FRAMES / 30, fps=30.0, size=(320, 240), seed=27, subject=0, n_micro=1,
@@ -93,6 +95,7 @@ def run(tmp_path_factory):
     files = [folder / name for name in names[:4]] + [good] + [folder / name for name in names[4:]]
     out = tmp_path_factory.mktemp("analyze")
     process = mer_popen("analyze", *map(str, files), "--out", str(out), "--no-progress",
+                        "--front-end-process", request.param,
                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     stdout, stderr = process.communicate(timeout=300)
     return folder, out, process.returncode, stdout, stderr.splitlines()

@@ -26,7 +26,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-import av
 import pytest
 
 ray = pytest.importorskip("ray", reason="Ray is an optional extra: pip install 'mer[ray]'")
@@ -36,7 +35,7 @@ from streamer.commands.analyze import _ray_address, analyze_file, expand_inputs 
 from streamer.distributed import analyze_on_ray  # noqa: E402
 from streamer.session import open_recognizer  # noqa: E402
 from streamer.stream_config import load_stream_config  # noqa: E402
-from tests.streaming_fixtures import REPO, synth_long  # noqa: E402
+from tests.streaming_fixtures import REPO, reencode, synth_long  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -65,24 +64,6 @@ def ray_cluster():
             os.environ["RAY_AUTH_MODE"] = saved
 
 
-def _rewrite(source: Path, target: Path, *, frames: range, blank: range = range(0)) -> Path:
-    """Re-encode ``frames`` of ``source`` into ``target``, with the ``blank`` ones black."""
-    with av.open(str(source)) as reader, av.open(str(target), "w") as writer:
-        stream = reader.streams.video[0]
-        out = writer.add_stream("mpeg4", rate=stream.average_rate)
-        out.width, out.height, out.pix_fmt, out.bit_rate = stream.codec_context.width, stream.codec_context.height, \
-            "yuv420p", 2_000_000
-        for index, frame in enumerate(reader.decode(stream)):
-            if index not in frames:
-                continue
-            image = frame.to_ndarray(format="bgr24")
-            if index in blank:
-                image[:] = 0
-            writer.mux(out.encode(av.VideoFrame.from_ndarray(image, format="bgr24")))
-        writer.mux(out.encode())
-    return target
-
-
 @pytest.fixture(scope="module")
 def footage(tmp_path_factory):
     """videos/gap.mp4 (32 s, no face in frames 60-89), videos/clip.mp4 (5 s), and a short-memory profile."""
@@ -91,8 +72,8 @@ def footage(tmp_path_factory):
     original = next(synth.glob("*.mp4"))
     videos = root / "videos"
     videos.mkdir()
-    _rewrite(original, videos / "gap.mp4", frames=range(10**6), blank=GAP)
-    _rewrite(original, videos / "clip.mp4", frames=range(150))
+    reencode(original, videos / "gap.mp4", blank=GAP)
+    reencode(original, videos / "clip.mp4", frames=range(150))
     spot = root / "spot.toml"
     spot.write_text("[detect]\nbaseline_s = 1.5\nmax_duration_s = 1.0\n"
                     "[flow]\nmax_reference_age_s = 1.5\nplateau_s = 0.5\nlandmark_smoothing_s = 0.05\n")
