@@ -78,8 +78,9 @@ def load_face_images(samples: Sequence[Sample], spec) -> torch.Tensor:
     return torch.from_numpy(np.stack(images).astype(np.float32))
 
 
-def load_model_inputs(cfg, dataset: str, samples: Sequence[Sample], root=None) -> torch.Tensor:
-    """The inputs ``cfg``'s model takes, for ``samples`` of ``dataset`` (see the module doc)."""
+def load_model_inputs(cfg, dataset: str, samples: Sequence[Sample], root=None, *, anchor_jitter: str = "none"):
+    """The inputs ``cfg``'s model takes, for ``samples`` of ``dataset`` (see the module doc): a tensor, or
+    with ``anchor_jitter`` (a rule of ``training.anchor_jitter``) a ``JitteredInputs`` that indexes like one."""
     if cfg.clip is None:
         if dataset in FACE_IMAGE_DATASETS:
             raise InputError(f"model {cfg.name} takes onset->apex flow images; {dataset} holds single face crops")
@@ -100,6 +101,10 @@ def load_model_inputs(cfg, dataset: str, samples: Sequence[Sample], root=None) -
                          f"`mer prepare --dataset {dataset} --root ... --out CACHE`, then train with "
                          "--dataset prepared --root CACHE")
     check_contract(cfg, inputs)
+    if anchor_jitter != "none":
+        from training.anchor_jitter import jittered_inputs
+
+        return jittered_inputs(inputs, samples, cfg.clip, anchor_jitter)
     return inputs
 
 

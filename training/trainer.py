@@ -35,6 +35,7 @@ from torch import nn
 from tqdm import tqdm
 
 from engines.models import create_model
+from training.anchor_jitter import JitteredInputs
 from training.protocol import Fold, validation_subjects
 from training.recipes import TrainRecipe
 
@@ -133,12 +134,15 @@ def _predict(model: nn.Module, inputs: torch.Tensor, batch_size: int) -> torch.T
 def train_fold(
     recipe: TrainRecipe,
     fold: Fold,
-    inputs: torch.Tensor,
+    inputs: torch.Tensor | JitteredInputs,
     labels: torch.Tensor,
     subjects: Sequence[str],
     class_names: Sequence[str],
 ) -> FoldResult:
-    """Train a fresh model on ``fold.train`` and score ``fold.test``."""
+    """Train a fresh model on ``fold.train`` and score ``fold.test``.
+
+    ``inputs`` indexes like a tensor; ``JitteredInputs`` also draws each epoch's training frames.
+    """
     seed = fold_seed(recipe.seed, fold.test_subject)
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
@@ -169,13 +173,17 @@ def train_fold(
         raise ValueError("weight averaging and early stopping are two ways of choosing the final weights; pick one")
     averaged = torch.optim.swa_utils.AveragedModel(model) if recipe.average_last_epochs else None
     epochs_run = 0
+    # Onset/apex jitter (training.anchor_jitter): each epoch trains on frames drawn near the labelled
+    # ones, from a generator of its own so that a run without it draws exactly as before.
+    jitter = torch.Generator().manual_seed(seed + 1) if isinstance(inputs, JitteredInputs) else None
     for epoch in range(recipe.epochs):
         model.train()
+        x_epoch = x_train if jitter is None else inputs.draw(train_index, jitter)
         order = torch.randperm(len(x_train), generator=generator)
         for start in range(0, len(order), recipe.batch_size):
             batch = order[start : start + recipe.batch_size]
             optimizer.zero_grad(set_to_none=True)
-            loss = _loss(model, model(x_train[batch]), y_train[batch], weight)
+            loss = _loss(model, model(x_epoch[batch]), y_train[batch], weight)
             loss.backward()
             optimizer.step()
         if scheduler is not None and (recipe.lr_decay_epochs is None or epoch < recipe.lr_decay_epochs):

@@ -33,6 +33,10 @@ from engines.clip_spec import ClipSpec
 from engines.models.augment import random_clip_affine, random_colour_jitter
 from engines.models.registry import ModelCfg, register_model
 
+# How the trainer may draw the training onset and apex near the labelled ones; the rules are
+# training/anchor_jitter.py's (engines do not import training; a test keeps the two lists equal).
+ANCHOR_JITTER_RULES = ("none", "code", "paper")
+
 __all__ = [
     "CASME2_5_LABELS",
     "MMNET_CFG",
@@ -220,6 +224,7 @@ class MMNet(nn.Module):
         max_rotation: float = 3.0,
         crop_shift: float = 15 / 224,
         colour_jitter: float = 0.2,
+        anchor_jitter: str = "code",
     ) -> None:
         super().__init__()
         label_names = tuple(label_names)
@@ -230,6 +235,8 @@ class MMNet(nn.Module):
             raise ValueError(f"attention must be 'continuous', 'independent' or 'none', got {attention!r}")
         if num_layers < 1:
             raise ValueError(f"num_layers must be >= 1, got {num_layers}")
+        if anchor_jitter not in ANCHOR_JITTER_RULES:
+            raise ValueError(f"anchor_jitter must be one of {', '.join(ANCHOR_JITTER_RULES)}, got {anchor_jitter!r}")
         clip = dataclasses.replace(MMNET_CFG.clip, size=image_size)
         self.cfg = dataclasses.replace(MMNET_CFG, input_size=clip.sample_shape, clip=clip, label_names=label_names)
         if label_names != CASME2_5_LABELS:
@@ -237,6 +244,9 @@ class MMNet(nn.Module):
         self.num_classes = len(label_names)
         self.flip_prob, self.max_rotation, self.crop_shift = flip_prob, max_rotation, crop_shift
         self.colour_jitter = colour_jitter
+        # Read by the trainer, which draws the training frames near the labelled onset and apex
+        # (training/anchor_jitter.py): the model itself only ever sees two frames.
+        self.anchor_jitter = anchor_jitter
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).reshape(3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).reshape(3, 1, 1), persistent=False)
 
@@ -314,6 +324,7 @@ def mmnet(
     max_rotation: float = 3.0,
     crop_shift: float = 15 / 224,
     colour_jitter: float = 0.2,
+    anchor_jitter: str = "code",
 ) -> MMNet:
     """MMNet (Li et al., IJCAI 2022): onset and apex RGB crops in 0..1 -> class logits.
 
@@ -322,7 +333,9 @@ def mmnet(
     ``attention`` is ``continuous`` (MMNet), ``independent`` (Table 4) or ``none``, and
     ``position_calibration=False`` drops the PC module (Table 3's ablations); ``flip_prob``,
     ``max_rotation`` (degrees), ``crop_shift`` (fraction of the side) and ``colour_jitter`` set
-    the training augmentation (all 0: none). Options as in :class:`MMNet`.
+    the training augmentation (all 0: none); ``anchor_jitter`` (``code``, ``paper`` or ``none``) how
+    the trainer draws the training onset and apex near the labelled ones
+    (``training.anchor_jitter``). Options as in :class:`MMNet`.
     """
     return MMNet(
         label_names=label_names,
@@ -338,4 +351,5 @@ def mmnet(
         max_rotation=max_rotation,
         crop_shift=crop_shift,
         colour_jitter=colour_jitter,
+        anchor_jitter=anchor_jitter,
     )

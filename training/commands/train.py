@@ -100,7 +100,7 @@ def _seed_list(text: str) -> list[int]:
     return seeds
 
 
-def _load_task(args, model: str, model_options: dict):
+def _load_task(args, model: str, model_options: dict, *, training: bool = True):
     """Samples with a label under the class map, their inputs, labels, the folds to run and the model cfg.
 
     The inputs are what the model built with ``model_options`` takes (its cfg says: the
@@ -120,8 +120,11 @@ def _load_task(args, model: str, model_options: dict):
     samples = [s for s in load_dataset(args.dataset, root=args.root, sheet=args.sheet) if class_map.name in s.labels]
     if not samples:
         raise InputError(f"no sample of {args.dataset} has a {class_map.name} label", path=args.root)
-    cfg = create_model(model, label_names=class_map.classes, **model_options).cfg
-    inputs = load_model_inputs(cfg, args.dataset, samples, args.root)
+    built = create_model(model, label_names=class_map.classes, **model_options)
+    cfg = built.cfg
+    # Training-time onset/apex jitter (MMNet's), drawn from the cached clips; evaluation uses the labelled frames.
+    jitter = getattr(built, "anchor_jitter", "none") if training else "none"
+    inputs = load_model_inputs(cfg, args.dataset, samples, args.root, anchor_jitter=jitter)
     labels = torch.tensor([class_map.index(s.labels[class_map.name]) for s in samples], dtype=torch.int64)
     wanted = None if not args.folds else [name.strip() for name in args.folds.split(",") if name.strip()]
     try:
@@ -344,7 +347,7 @@ def run_evaluate(args) -> int:
     model_options = json_object_option(args.model_args, "--model-args")
     if model_options is None:
         model_options = _recorded_model_options(args.weights_dir)
-    samples, inputs, labels, class_map, folds, _ = _load_task(args, args.model, model_options)
+    samples, inputs, labels, class_map, folds, _ = _load_task(args, args.model, model_options, training=False)
     scores_by_fold = []
     for fold in folds:
         model = create_model(args.model, label_names=class_map.classes, **model_options)

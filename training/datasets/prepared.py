@@ -91,7 +91,7 @@ def _manifest_sample(entry: object, sheet: Path, number: int) -> Sample:
 
 def load_clip_inputs(samples: Sequence[Sample], spec: ClipSpec, cache_root: Path | str | None = None) -> torch.Tensor:
     """``(N, *spec.sample_shape)`` float32: each sample's cached crops through ``build_clip_inputs``."""
-    files = [_clip_path(sample) for sample in samples]
+    files = [clip_path(sample) for sample in samples]
     return _memoised(samples, files, {"format": INPUTS_FORMAT, "spec": spec.to_dict()}, spec.sample_shape,
                      lambda: _build(files, spec), cache_root)
 
@@ -103,7 +103,7 @@ def load_flow_images(samples: Sequence[Sample], signature: Mapping, cache_root: 
     from engines.preprocess import MotionInputBuilder
 
     builder = MotionInputBuilder(signature)
-    files = [_clip_path(sample) for sample in samples]
+    files = [clip_path(sample) for sample in samples]
     shape = (len(signature["channels"]), *signature["size"])
     return _memoised(samples, files, {"format": FLOW_IMAGES_FORMAT, "signature": dict(signature)}, shape,
                      lambda: _build_flow_images(files, builder, shape), cache_root)
@@ -152,7 +152,7 @@ def _build_flow_images(files: Sequence[Path], builder, shape) -> np.ndarray:
         batch = files[start:start + CLIPS_PER_BATCH]
         pairs = []
         for path in batch:
-            clip = _load_clip(path)
+            clip = load_clip(path)
             grey = [cv2.cvtColor(np.ascontiguousarray(clip.frames[i]), cv2.COLOR_RGB2GRAY) for i in (clip.onset, clip.apex)]
             pairs.append(grey)
         onsets = torch.from_numpy(np.stack([p[0] for p in pairs]))
@@ -161,7 +161,8 @@ def _build_flow_images(files: Sequence[Path], builder, shape) -> np.ndarray:
     return images
 
 
-def _clip_path(sample: Sample) -> Path:
+def clip_path(sample: Sample) -> Path:
+    """The sample's cached clip file (``clips/<subject>/<id>.npz``); InputError when it is not one or is gone."""
     if len(sample.frames) != 1 or sample.frames[0].suffix != ".npz":
         raise InputError(f"sample {sample.key} is not from a mer prepare cache (its frames should be one .npz)")
     path = sample.frames[0]
@@ -176,7 +177,7 @@ def _build(files: Sequence[Path], spec: ClipSpec) -> np.ndarray:
     inputs = np.empty((len(files), *spec.sample_shape), dtype=np.float32)
     for start in range(0, len(files), CLIPS_PER_BATCH):
         batch = files[start:start + CLIPS_PER_BATCH]
-        clips = [_load_clip(path) for path in batch]
+        clips = [load_clip(path) for path in batch]
         try:
             inputs[start:start + len(batch)] = build_clip_inputs(clips, spec)
         except InputError:
@@ -196,7 +197,8 @@ def _name_failing_clip(files: Sequence[Path], clips: Sequence, spec: ClipSpec) -
             raise InputError(exc.reason, path=path, column=exc.column) from exc
 
 
-def _load_clip(path: Path):
+def load_clip(path: Path):
+    """A cached clip as ``engines.clip_input.ClipFrames`` (its crops and anchors, indices into them)."""
     from engines.clip_input import ClipFrames
 
     try:
