@@ -26,7 +26,7 @@ from torch import nn
 
 from engines.models.blocks import block_assignment
 from engines.models.linear_svm import DescriptorSVM, LinearSVMHead
-from engines.models.registry import ModelCfg, register_model
+from engines.models.registry import ModelCfg, class_builder, register_model
 from engines.models.ststnet import MEGC2019_LABELS, STSTNET_CFG
 
 __all__ = ["BIWOOF_CFG", "BiWOOF", "BiWOOFFeatures", "biwoof", "decode_composite"]
@@ -139,7 +139,10 @@ class BiWOOFFeatures(nn.Module):
 
 
 class BiWOOF(DescriptorSVM):
-    """Bi-WOOF features of the composite's flow, classified by a linear SVM (fitted, not trained)."""
+    """Bi-WOOF features of the composite's flow, classified by a linear SVM (fitted, not trained).
+
+    5x5 blocks, 8 orientation bins: 200 values.
+    """
 
     feature_batch = 256  # samples per no-grad pass when extracting the SVM's training features
 
@@ -163,9 +166,4 @@ class BiWOOF(DescriptorSVM):
 
 
 
-@register_model
-def biwoof(
-    label_names: tuple[str, ...] = MEGC2019_LABELS, blocks: int = 5, bins: int = 8, svm_c: float = 1.0
-) -> BiWOOF:
-    """Bi-WOOF (5x5 blocks, 8 orientation bins: 200 values) + linear SVM on the composite's flow."""
-    return BiWOOF(label_names=label_names, blocks=blocks, bins=bins, svm_c=svm_c)
+biwoof = register_model(class_builder(BiWOOF, "biwoof"))

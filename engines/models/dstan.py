@@ -38,7 +38,7 @@ from torch.nn import functional as F
 from engines.clip_spec import ClipSpec
 from engines.models.blocks import ChannelAttention, ConvBNReLU
 from engines.models.linear_svm import ABSENT_CLASS_SCORE, fit_linear_svm
-from engines.models.registry import ModelCfg, register_model
+from engines.models.registry import ModelCfg, class_builder, register_model
 from engines.models.ststnet import MEGC2019_LABELS
 from engines.preprocess import LIVE_FLOW
 
@@ -262,6 +262,9 @@ class SVMFusion(nn.Module):
 class DSTAN(nn.Module):
     """The dual-stream network; forward takes (N, 9, 5, S, S) clips (r, g, b, u_next, v_next).
 
+    DSTAN on 9-frame TIM clips with TV-L1 flow; ``lhfn``/``spatial_attention``/``temporal_attention``
+    switch off the modules of the paper's Table 2 ablation; ``fusion="average"`` is Table 3's baseline.
+
     ``forward`` in training mode returns both streams' logits side by side, (N, 2K): appearance
     then motion (:meth:`training_loss` splits them). In eval mode it returns (N, K) fused scores:
     with ``fusion="svm"`` the SVM's decision values once :meth:`after_training` has fitted it;
@@ -394,34 +397,4 @@ class DSTAN(nn.Module):
         self.svm.fit(features.numpy(), labels.cpu().numpy(), class_weight, seed)
 
 
-@register_model
-def dstan(
-    label_names: tuple[str, ...] = MEGC2019_LABELS,
-    image_size: int = 224,
-    fusion: str = "svm",
-    base_width: int = 16,
-    hidden_size: int = 128,
-    lhfn_width: int = 128,
-    reduction: int = 16,
-    lhfn: bool = True,
-    spatial_attention: bool = True,
-    temporal_attention: bool = True,
-    svm_c: float = 1.0,
-    flow_schedule: str = "opencv",
-) -> DSTAN:
-    """DSTAN on 9-frame TIM clips with TV-L1 flow; ``lhfn``/``spatial_attention``/``temporal_attention``
-    switch off the modules of the paper's Table 2 ablation; ``fusion="average"`` is Table 3's baseline."""
-    return DSTAN(
-        label_names=label_names,
-        image_size=image_size,
-        fusion=fusion,
-        base_width=base_width,
-        hidden_size=hidden_size,
-        lhfn_width=lhfn_width,
-        reduction=reduction,
-        lhfn=lhfn,
-        spatial_attention=spatial_attention,
-        temporal_attention=temporal_attention,
-        svm_c=svm_c,
-        flow_schedule=flow_schedule,
-    )
+dstan = register_model(class_builder(DSTAN, "dstan"))

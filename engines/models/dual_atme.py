@@ -24,7 +24,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from engines.models.blocks import CBAM, InceptionBlock, random_mirror
-from engines.models.registry import register_model
+from engines.models.registry import class_builder, register_model
 from engines.models.ststnet import MEGC2019_LABELS, STSTNET_CFG
 
 __all__ = [
@@ -147,7 +147,8 @@ def focal_loss(
 
 
 class DualATME(nn.Module):
-    """Dual-branch network; forward takes the composite's BGR 0..255 (N, 3, 28, 28) image.
+    """Dual-ATME's dual-branch network for the MEGC2019 composite (3 classes); forward takes the
+    composite's BGR 0..255 (N, 3, 28, 28) image.
 
     In training mode the forward keeps the two branch embeddings of its last call so that
     :meth:`training_loss` (called by the trainer with the logits) can add the similarity term;
@@ -229,25 +230,4 @@ class DualATME(nn.Module):
         return classification + self.similarity_weight * (1.0 - similarity).mean()
 
 
-@register_model
-def dual_atme(
-    label_names: tuple[str, ...] = MEGC2019_LABELS,
-    hidden_features: int = 1024,
-    drop_rate: float = 0.5,
-    focal_gamma: float = 2.0,
-    similarity_weight: float = 0.01,
-    flip_prob: float = 0.0,
-    cbam_reduction: int = 16,
-    cbam_kernel: int = 3,
-) -> DualATME:
-    """Dual-ATME for the MEGC2019 composite (3 classes); options as in :class:`DualATME`."""
-    return DualATME(
-        label_names=label_names,
-        hidden_features=hidden_features,
-        drop_rate=drop_rate,
-        focal_gamma=focal_gamma,
-        similarity_weight=similarity_weight,
-        flip_prob=flip_prob,
-        cbam_reduction=cbam_reduction,
-        cbam_kernel=cbam_kernel,
-    )
+dual_atme = register_model(class_builder(DualATME, "dual_atme"))

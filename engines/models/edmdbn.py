@@ -30,7 +30,7 @@ from torch import nn
 
 from engines.clip_spec import ClipSpec
 from engines.models.augment import random_clip_affine
-from engines.models.registry import ModelCfg, register_model
+from engines.models.registry import ModelCfg, class_builder, register_model
 from engines.models.ststnet import MEGC2019_LABELS
 from engines.models.swin import Grid, PatchEmbed, PatchMerging, SwinStage, init_swin_weights
 
@@ -135,7 +135,14 @@ class MotionBranch(nn.Module):
 
 
 class EDMDBN(nn.Module):
-    """Entire + detail motion branches, fused by addition, one linear classifier (see module doc)."""
+    """EDMDBN (Ma et al. 2025): 9 RGB frames in 0..1 -> class logits; entire + detail motion branches,
+    fused by addition, one linear classifier (see module doc).
+
+    ``num_heads`` is the first stage's, doubling at each merge (4, 8, 16: 32 channels per head);
+    ``window_size`` is the spatial window (7; the temporal one covers all token steps);
+    ``flip_prob``, ``max_rotation`` (degrees) and ``crop_shift`` (fraction of the side) set the
+    training augmentation (all 0: none).
+    """
 
     def __init__(
         self,
@@ -213,41 +220,4 @@ class EDMDBN(nn.Module):
         return self.forward_head(self.forward_features(x))
 
 
-@register_model
-def edmdbn(
-    label_names: tuple[str, ...] = MEGC2019_LABELS,
-    image_size: int = 224,
-    embed_dim: int = 128,
-    depths: tuple[int, ...] = (2, 2, 6),
-    num_heads: int = 4,
-    window_size: int = 7,
-    temporal_patch: int = 8,
-    mlp_ratio: float = 4.0,
-    drop_path_rate: float = 0.1,
-    drop_rate: float = 0.0,
-    flip_prob: float = 0.5,
-    max_rotation: float = 4.0,
-    crop_shift: float = 4 / 224,
-) -> EDMDBN:
-    """EDMDBN (Ma et al. 2025): 9 RGB frames in 0..1 -> class logits.
-
-    ``num_heads`` is the first stage's, doubling at each merge (4, 8, 16: 32 channels per head);
-    ``window_size`` is the spatial window (7; the temporal one covers all token steps);
-    ``flip_prob``, ``max_rotation`` (degrees) and ``crop_shift`` (fraction of the side) set the
-    training augmentation (all 0: none). Options as in :class:`EDMDBN`.
-    """
-    return EDMDBN(
-        label_names=label_names,
-        image_size=image_size,
-        embed_dim=embed_dim,
-        depths=depths,
-        num_heads=num_heads,
-        window_size=window_size,
-        temporal_patch=temporal_patch,
-        mlp_ratio=mlp_ratio,
-        drop_path_rate=drop_path_rate,
-        drop_rate=drop_rate,
-        flip_prob=flip_prob,
-        max_rotation=max_rotation,
-        crop_shift=crop_shift,
-    )
+edmdbn = register_model(class_builder(EDMDBN, "edmdbn"))

@@ -28,7 +28,7 @@ from torch import nn
 from engines.clip_spec import ClipSpec
 from engines.models.blocks import block_assignment
 from engines.models.linear_svm import DescriptorSVM, LinearSVMHead
-from engines.models.registry import ModelCfg, register_model
+from engines.models.registry import ModelCfg, class_builder, register_model
 from engines.models.ststnet import MEGC2019_LABELS
 
 __all__ = [
@@ -216,7 +216,10 @@ def lbp_top_cfg(label_names: tuple[str, ...], frames: int, size: int) -> ModelCf
 
 
 class LBPTOP(DescriptorSVM):
-    """LBP-TOP features of a grey clip, classified by a linear SVM (fitted, not trained)."""
+    """LBP-TOP features of a grey clip, classified by a linear SVM (fitted, not trained).
+
+    TIM10 grey clip, 5x5 blocks, P = 8, radii 1: 4,425 values.
+    """
 
     feature_batch = 16  # clips per no-grad pass when extracting the SVM's training features
 
@@ -247,17 +250,4 @@ class LBPTOP(DescriptorSVM):
 
 
 
-@register_model
-def lbp_top(
-    label_names: tuple[str, ...] = MEGC2019_LABELS,
-    frames: int = 10,
-    size: int = 128,
-    blocks: int = 5,
-    points: int = 8,
-    radius_xy: float = 1.0,
-    radius_t: float = 1.0,
-    svm_c: float = 1.0,
-) -> LBPTOP:
-    """LBP-TOP (TIM10 grey clip, 5x5 blocks, P = 8, radii 1: 4,425 values) + linear SVM."""
-    return LBPTOP(label_names=label_names, frames=frames, size=size, blocks=blocks, points=points,
-                  radius_xy=radius_xy, radius_t=radius_t, svm_c=svm_c)
+lbp_top = register_model(class_builder(LBPTOP, "lbp_top"))

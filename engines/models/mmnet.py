@@ -31,7 +31,7 @@ from torch.nn import functional as F
 
 from engines.clip_spec import ClipSpec
 from engines.models.augment import random_clip_affine, random_colour_jitter
-from engines.models.registry import ModelCfg, register_model
+from engines.models.registry import ModelCfg, class_builder, register_model
 
 # How the trainer may draw the training onset and apex near the labelled ones; the rules are
 # training/anchor_jitter.py's (engines do not import training; a test keeps the two lists equal).
@@ -207,7 +207,18 @@ class PositionCalibration(nn.Module):
 
 
 class MMNet(nn.Module):
-    """Main branch (apex - onset through four CA blocks) + PC module, one linear head (see module doc)."""
+    """MMNet (Li et al., IJCAI 2022): onset and apex RGB crops in 0..1 -> class logits; main branch
+    (apex - onset through four CA blocks) + PC module, one linear head (see module doc).
+
+    ``base_width`` sets the CA blocks' channels (w, w, 2w, 4w: 128, 128, 256, 512) and with them
+    the PC module's width; ``num_layers``/``num_heads`` are the PC encoder's N_L/N_H (2/4);
+    ``attention`` is ``continuous`` (MMNet), ``independent`` (Table 4) or ``none``, and
+    ``position_calibration=False`` drops the PC module (Table 3's ablations); ``flip_prob``,
+    ``max_rotation`` (degrees), ``crop_shift`` (fraction of the side) and ``colour_jitter`` set
+    the training augmentation (all 0: none); ``anchor_jitter`` (``code``, ``paper`` or ``none``) how
+    the trainer draws the training onset and apex near the labelled ones
+    (``training.anchor_jitter``).
+    """
 
     def __init__(
         self,
@@ -309,47 +320,4 @@ class MMNet(nn.Module):
         return self.forward_head(self.forward_features(x))
 
 
-@register_model
-def mmnet(
-    label_names: tuple[str, ...] = CASME2_5_LABELS,
-    image_size: int = 224,
-    stem_width: int = 180,
-    base_width: int = 128,
-    num_layers: int = 2,
-    num_heads: int = 4,
-    mlp_ratio: float = 4.0,
-    attention: AttentionMode = "continuous",
-    position_calibration: bool = True,
-    flip_prob: float = 0.5,
-    max_rotation: float = 3.0,
-    crop_shift: float = 15 / 224,
-    colour_jitter: float = 0.2,
-    anchor_jitter: str = "code",
-) -> MMNet:
-    """MMNet (Li et al., IJCAI 2022): onset and apex RGB crops in 0..1 -> class logits.
-
-    ``base_width`` sets the CA blocks' channels (w, w, 2w, 4w: 128, 128, 256, 512) and with them
-    the PC module's width; ``num_layers``/``num_heads`` are the PC encoder's N_L/N_H (2/4);
-    ``attention`` is ``continuous`` (MMNet), ``independent`` (Table 4) or ``none``, and
-    ``position_calibration=False`` drops the PC module (Table 3's ablations); ``flip_prob``,
-    ``max_rotation`` (degrees), ``crop_shift`` (fraction of the side) and ``colour_jitter`` set
-    the training augmentation (all 0: none); ``anchor_jitter`` (``code``, ``paper`` or ``none``) how
-    the trainer draws the training onset and apex near the labelled ones
-    (``training.anchor_jitter``). Options as in :class:`MMNet`.
-    """
-    return MMNet(
-        label_names=label_names,
-        image_size=image_size,
-        stem_width=stem_width,
-        base_width=base_width,
-        num_layers=num_layers,
-        num_heads=num_heads,
-        mlp_ratio=mlp_ratio,
-        attention=attention,
-        position_calibration=position_calibration,
-        flip_prob=flip_prob,
-        max_rotation=max_rotation,
-        crop_shift=crop_shift,
-        colour_jitter=colour_jitter,
-        anchor_jitter=anchor_jitter,
-    )
+mmnet = register_model(class_builder(MMNet, "mmnet"))

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from engines.models.blocks import random_mirror
-from engines.models.registry import ModelCfg, register_model
+from engines.models.registry import ModelCfg, class_builder, register_model
 from engines.models.ststnet import MEGC2019_LABELS, STSTNET_CFG
 
 __all__ = ["OFF_APEXNET_CFG", "FlowStream", "OFFApexNet", "off_apexnet"]
@@ -56,7 +56,8 @@ class FlowStream(nn.Module):
 
 
 class OFFApexNet(nn.Module):
-    """The paper's network; ``label_names`` sets the number of outputs (3 for MEGC2019).
+    """OFF-ApexNet as the paper describes it (3 classes: 2,664,475 trainable parameters);
+    ``label_names`` sets the number of outputs (3 for MEGC2019).
 
     The composite's 0..255 flow planes are rescaled to -1..1 (``x / 127.5 - 1``) inside the
     model. ``flip_prob > 0`` mirrors training samples left-right (u becomes 255 - u), an
@@ -106,13 +107,4 @@ class OFFApexNet(nn.Module):
         return self.forward_head(self.forward_features(x))
 
 
-@register_model
-def off_apexnet(
-    label_names: tuple[str, ...] = MEGC2019_LABELS,
-    hidden_features: int = 1024,
-    drop_rate: float = 0.5,
-    flip_prob: float = 0.0,
-) -> OFFApexNet:
-    """OFF-ApexNet as the paper describes it (3 classes: 2,664,475 trainable parameters)."""
-    return OFFApexNet(label_names=label_names, hidden_features=hidden_features, drop_rate=drop_rate,
-                      flip_prob=flip_prob)
+off_apexnet = register_model(class_builder(OFFApexNet, "off_apexnet"))

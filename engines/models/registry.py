@@ -6,7 +6,8 @@ model expects (the online pipeline building its input, export writing metadata, 
 a model card) reads :class:`ModelCfg` from ``model.cfg`` instead of hard-coding it.
 
 Builders take explicit keyword arguments only (no ``**kwargs``), so a misspelt option fails
-here with the accepted names instead of being silently dropped.
+here with the accepted names instead of being silently dropped. A model whose only variant is
+its class registers ``class_builder(Class, "name")``: its options are the class's own.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ __all__ = [
     "ModelArgumentError",
     "ModelCfg",
     "UnknownModelError",
+    "class_builder",
     "create_model",
     "is_model",
     "list_models",
@@ -135,6 +137,25 @@ def register_model(builder: ModelFn) -> ModelFn:
         raise ValueError(f"model builder {name!r} must not take **kwargs (a misspelt option would be lost)")
     _builders[name] = builder
     return builder
+
+
+def class_builder(model_class: type[nn.Module], name: str) -> Callable[..., nn.Module]:
+    """A builder named ``name`` that takes exactly ``model_class``'s keyword arguments, with its defaults
+    and docstring, so that a model whose variant is its class registers it without restating them::
+
+        mmnet = register_model(class_builder(MMNet, "mmnet"))
+    """
+    init = inspect.signature(model_class.__init__)
+    parameters = [parameter for parameter in init.parameters.values() if parameter.name != "self"]
+
+    def build(**options: Any) -> nn.Module:
+        return model_class(**options)
+
+    build.__name__ = build.__qualname__ = name
+    build.__module__ = model_class.__module__
+    build.__doc__ = model_class.__doc__
+    build.__signature__ = init.replace(parameters=parameters, return_annotation=model_class)  # type: ignore[attr-defined]
+    return build
 
 
 def list_models() -> list[str]:

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from engines.models.blocks import random_mirror
-from engines.models.registry import ModelCfg, register_model
+from engines.models.registry import ModelCfg, class_builder, register_model
 
 __all__ = ["MEGC2019_LABELS", "STSTNET_CFG", "STSTNet", "ststnet"]
 
@@ -54,7 +54,8 @@ _U_PLANE = STSTNET_CFG.channels.index("u")
 
 
 class STSTNet(nn.Module):
-    """The release's network; ``label_names`` sets the number of outputs (3 for MEGC2019).
+    """STSTNet as released for MEGC2019 (3 classes, 1,683 trainable parameters); ``label_names``
+    sets the number of outputs (3 for MEGC2019).
 
     ``flip_prob > 0`` mirrors training samples left-right (u becomes 255 - u), an augmentation
     the release did not use; it adds no parameters, so checkpoints stay interchangeable.
@@ -112,7 +113,4 @@ def _cfg_with_labels(label_names: tuple[str, ...]) -> ModelCfg:
     return dataclasses.replace(STSTNET_CFG, label_names=label_names, train_datasets=(), protocol="")
 
 
-@register_model
-def ststnet(label_names: tuple[str, ...] = MEGC2019_LABELS, drop_rate: float = 0.5, flip_prob: float = 0.0) -> STSTNet:
-    """STSTNet as released for MEGC2019 (3 classes, 1,683 trainable parameters)."""
-    return STSTNet(label_names=label_names, drop_rate=drop_rate, flip_prob=flip_prob)
+ststnet = register_model(class_builder(STSTNet, "ststnet"))

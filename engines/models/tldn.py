@@ -28,7 +28,7 @@ from torch import nn
 from engines.clip_spec import ClipSpec
 from engines.errors import ConfigError
 from engines.models.blocks import ChannelAttention, SpatialAttention
-from engines.models.registry import ModelCfg, register_model
+from engines.models.registry import ModelCfg, class_builder, register_model
 
 __all__ = [
     "ATTENTION_KINDS",
@@ -164,7 +164,8 @@ def _check_option(ok: bool, name: str, expected: str, value: object) -> None:
 
 
 class TLDN(nn.Module):
-    """Stem, four (dense or residual) blocks with attention and 2x2 average pooling, one FC layer.
+    """TLDN (paper 002), 3 classes at 112x112 by default: stem, four (dense or residual) blocks with
+    attention and 2x2 average pooling, one FC layer.
 
     Input: (N, 3, S, S) RGB in 0..1 with S a multiple of 16; the last block runs at S/16 (7 at 112).
     """
@@ -263,29 +264,4 @@ def _cfg(label_names: tuple[str, ...], image_size: int, magnify: bool) -> ModelC
     )
 
 
-@register_model
-def tldn(
-    label_names: tuple[str, ...] = TLDN_LABELS,
-    image_size: int = 112,
-    magnify: bool = True,
-    attention: str = "mixed",
-    block: str = "dense",
-    stem_channels: int = 16,
-    growth_rate: int = 16,
-    first_block_layers: int = 2,
-    attention_reduction: int = 16,
-    leaky_slope: float = 0.3,
-) -> TLDN:
-    """TLDN (paper 002) for 3 classes at 112x112; options as in :class:`TLDN`."""
-    return TLDN(
-        label_names=label_names,
-        image_size=image_size,
-        magnify=magnify,
-        attention=attention,
-        block=block,
-        stem_channels=stem_channels,
-        growth_rate=growth_rate,
-        first_block_layers=first_block_layers,
-        attention_reduction=attention_reduction,
-        leaky_slope=leaky_slope,
-    )
+tldn = register_model(class_builder(TLDN, "tldn"))
