@@ -2,12 +2,13 @@
 
 Run from the repository root::
 
-    .venv/bin/python -m bench.spotting cache [SET ...]      # write the videos, track them once
+    .venv/bin/python -m bench.spotting cache [--faces PROFILE] [SET ...]   # write the videos, track them once
     .venv/bin/python -m bench.spotting score [--profile P] [-v] [SET ...]
     .venv/bin/python -m bench.spotting speed [--profile P]
 
 ``cache`` writes each set with the synthetic generator (every distractor on), runs the real
-face front end (``streamer.front_end.build_tracker()``) over it once and keeps the aligned
+face front end (``streamer.front_end.build_tracker()``, or with ``--faces`` the ``[faces]`` of a
+stream profile, e.g. another landmark rate) over it once and keeps the aligned
 crops, landmarks and track ids in ``--cache`` (default /tmp/mer-spotting): tracking costs far
 more than spotting, so profiles are compared on the same crops. ``score`` runs a profile
 (one spotter per track, as ``mer analyze`` does) over the cached crops and prints TP / FP / FN
@@ -80,8 +81,9 @@ def _images(root: Path, video: dict, synth: SynthSet):
         capture.release()
 
 
-def cache(name: str, folder: Path) -> None:
-    """Write set ``name`` and keep its tracked crops under ``folder/name`` (skipped when done)."""
+def cache(name: str, folder: Path, faces_profile: Path | None = None) -> None:
+    """Write set ``name`` and keep its tracked crops under ``folder/name`` (skipped when done); the
+    face front end is the default one, or the ``[faces]`` of the stream profile ``faces_profile``."""
     from streamer.front_end import build_tracker
     from training.synthetic.layouts import write_long_videos
     from training.synthetic.settings import SynthSettings
@@ -97,8 +99,13 @@ def cache(name: str, folder: Path) -> None:
     truth = json.loads((root / "ground_truth.json").read_text())
     out.mkdir(parents=True, exist_ok=True)
     (out / "ground_truth.json").write_text(json.dumps(truth))
+    faces = None
+    if faces_profile is not None:
+        from streamer.stream_config import load_stream_config
+
+        faces = load_stream_config(faces_profile).faces
     for video in truth["videos"]:
-        tracker = build_tracker()
+        tracker = build_tracker(faces)
         grays, points, indices, tracks = [], [], [], []
         for i, image in enumerate(_images(root, video, synth)):
             for face in tracker.update(Frame(i, i / synth.fps, image, time.monotonic())):
@@ -153,12 +160,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("sets", nargs="*", help=f"set names (default: all): {', '.join(SETS)}")
     parser.add_argument("--cache", type=Path, default=Path("/tmp/mer-spotting"))
     parser.add_argument("--profile", help="spotting profile TOML (default configs/spot/default.toml)")
+    parser.add_argument("--faces", type=Path, help="cache: a stream profile whose [faces] builds the front end "
+                        "(default: configs/stream/default.toml's); use its own --cache folder")
     parser.add_argument("-v", "--verbose", action="store_true", help="print every event and interval found")
     args = parser.parse_args(argv)
     names = args.sets or list(SETS)
     if args.command == "cache":
         for name in names:
-            cache(name, args.cache)
+            cache(name, args.cache, args.faces)
     elif args.command == "score":
         total = [0, 0, 0]
         for name in names:
