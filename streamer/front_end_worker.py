@@ -36,11 +36,15 @@ from streamer.frames import Frame, cut_before
 
 log = logging.getLogger(__name__)
 
-__all__ = ["FrontEndWorker", "RemoteFeed", "RemoteTracker"]
+__all__ = ["FrontEndWorker", "RemoteFeed", "RemoteTracker", "WorkerUnavailable"]
 
 BATCH_FRAMES = 8  # frames per message: fewer, larger messages cost less to pickle and pass
 QUEUE_BATCHES = 64  # messages the worker may run ahead of the caller (~512 frames of crops, a few MB)
 POLL_S = 1.0  # how often a waiting caller checks that the worker is still alive
+
+
+class WorkerUnavailable(MerError):
+    """The worker process could not be started; ``mer analyze`` then works in one process."""
 
 
 @dataclass
@@ -204,7 +208,10 @@ class FrontEndWorker:
         self._jobs = context.Queue()
         self._results = context.Queue(maxsize=QUEUE_BATCHES)
         process = context.Process(target=_serve, args=(self._jobs, self._results), name="mer front end", daemon=True)
-        process.start()
+        try:
+            process.start()
+        except OSError as exc:  # no process to be had (a process limit, no memory): say so, the caller goes on
+            raise WorkerUnavailable(f"could not start the front-end worker process ({exc})") from exc
         self._process = process
         log.debug("front-end worker started (pid %d)", process.pid)
 

@@ -129,6 +129,25 @@ def test_an_unreadable_file_fails_before_any_output_and_the_worker_carries_on(vi
         assert summary["frames"] == 60 and worker._process is process  # the same worker
 
 
+def test_a_worker_that_cannot_start_leaves_the_video_to_this_process(video, setup, tmp_path, monkeypatch, caplog):
+    """A process limit or no memory for a new process: the same outputs, in one process, with a warning."""
+    import multiprocessing.context
+
+    def refuse(self):
+        raise OSError(11, "Resource temporarily unavailable")
+
+    config, recognizer = setup
+    clip = _first_frames(video, tmp_path / "clip.mp4", 90)
+    expected = analyze_file(clip, tmp_path / "one", config, recognizer, progress=False)
+    monkeypatch.setattr(multiprocessing.context.SpawnProcess, "start", refuse)
+    with FrontEndWorker() as worker:
+        summary = analyze_file(clip, tmp_path / "fallback", config, recognizer, progress=False, front_end=worker)
+    assert _summary(summary) == _summary(expected)
+    assert (tmp_path / "fallback" / "frames.csv").read_bytes() == (tmp_path / "one" / "frames.csv").read_bytes()
+    assert any("could not start the front-end worker process ([Errno 11] Resource temporarily unavailable); "
+               "analysing it in this process" in record.getMessage() for record in caplog.records)
+
+
 def test_auto_uses_the_worker_for_long_videos_on_two_cores(video, tmp_path, monkeypatch):
     short = _first_frames(video, tmp_path / "short.mp4", 300)  # 10 s
     split = analyze_command._split

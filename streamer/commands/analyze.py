@@ -31,7 +31,7 @@ from tqdm import tqdm
 from engines.errors import InputError, MerError
 from streamer.capture import CaptureCounters, CaptureLoop
 from streamer.events import complete_event
-from streamer.front_end_worker import FrontEndWorker
+from streamer.front_end_worker import FrontEndWorker, WorkerUnavailable
 from streamer.outputs import AnnotatedVideoWriter, FrameCsvWriter, write_intervals_csv, write_timeline_png
 from streamer.session import build_pipeline, open_recognizer
 from streamer.sources import FileSource
@@ -173,7 +173,12 @@ def analyze_file(path: Path, out_dir: Path, config, recognizer, *, video: bool =
     its faces tracked in that worker process, the rest here: the same outputs on two cores.
     """
     # An unreadable file fails here, before any output exists.
-    feed = front_end.open(path, config, keep_color=recognizer.needs_color) if front_end and not video else None
+    feed = None
+    if front_end is not None and not video:
+        try:
+            feed = front_end.open(path, config, keep_color=recognizer.needs_color)
+        except WorkerUnavailable as exc:  # same outputs in one process, only slower
+            log.warning("%s: %s; analysing it in this process", path, exc)
     source = FileSource(path, config.capture) if feed is None else feed
     out_dir.mkdir(parents=True, exist_ok=True)
     fps = source.fps or 30.0
