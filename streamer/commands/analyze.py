@@ -20,8 +20,8 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import re
 import os
+import re
 import time
 from contextlib import ExitStack, closing
 from pathlib import Path
@@ -40,8 +40,8 @@ from streamer.stream_config import load_stream_config
 log = logging.getLogger(__name__)
 
 CHUNK_S, OVERLAP_S = 600.0, 40.0  # --ray: chunks of 10 min, each starting 40 s early (docs/scale-out.md)
-# --front-end-process auto: a worker costs about 2 s to start (once per run) and saves about a third
-# of the time of each frame; below this length a video is analysed faster in one process.
+# --front-end-process auto: a worker costs about 2 s to start (once per run) and saves 13-33 % of each
+# frame's time on 2 cores (docs/benchmarks.md); below this length one process is about as fast.
 SPLIT_MIN_S = 20.0
 
 
