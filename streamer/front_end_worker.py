@@ -76,6 +76,10 @@ class RemoteTracker:
         self._live: list[int] = []
         self._ended: list[int] = []
 
+    def expect(self, step: FaceStep) -> None:
+        """The worker's result for the next frame the pipeline will ask about."""
+        self._steps.append(step)
+
     def update(self, frame: Frame) -> list[TrackedFace]:
         step = self._steps.popleft()
         if step.index != frame.index:
@@ -124,7 +128,7 @@ class RemoteFeed:
                     image = images.get(step.shape)
                     if image is None:  # the shape without the pixels: no memory, read-only
                         image = images[step.shape] = np.broadcast_to(np.zeros((), np.uint8), step.shape)
-                    self.tracker._steps.append(step)
+                    self.tracker.expect(step)
                     yield Frame(step.index, step.t, image, step.captured_at, step.decode_s, step.discontinuous)
             elif kind == "done":
                 self._done = True
