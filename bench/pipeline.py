@@ -101,6 +101,17 @@ def analyze_rate(path: Path, out: Path, config, recognizer, front_end: FrontEndW
             "stage_ms_per_frame": {k: round(1000 * v / frames, 3) for k, v in summary["stage_seconds"].items()}}
 
 
+def compare_processes(path: Path, out: Path, config, recognizer) -> tuple[float, dict, dict]:
+    """The decode-only rate of ``path``, then ``analyze_rate`` in one process and with a fresh
+    front-end worker. analyze_file's clock starts once the file is open: like loading the models
+    in one process, starting the worker (at its first file) is not in the frames/s."""
+    decode = decode_rate(path)
+    one = analyze_rate(path, out.with_name(out.name + "_1"), config, recognizer)
+    with FrontEndWorker() as worker:
+        two = analyze_rate(path, out.with_name(out.name + "_2"), config, recognizer, worker)
+    return decode, one, two
+
+
 def stream_latency(path: Path, work: Path, config, recognizer) -> dict:
     """Event latencies of a real-time paced run with a real publisher.
 
@@ -151,25 +162,18 @@ def main(argv=None) -> int:
         videos = {"mpeg4": video, "h264": h264_copy(video, work / "one_h264.mp4")}
         result["analyze"] = {}
         for codec, path in videos.items():
-            decode = decode_rate(path)
-            row = {"decode_only_frames_per_s": round(decode, 1)}
-            analyzed = analyze_rate(path, work / f"out_{codec}_1", config, recognizer)
-            row["one_process"] = {**analyzed, "ratio_to_decode": round(analyzed["frames_per_s"] / decode, 3)}
-            # analyze_file's clock starts once the file is open: like loading the models in one process,
-            # starting the worker (at its first file) is not in the frames/s.
-            with FrontEndWorker() as worker:
-                analyzed = analyze_rate(path, work / f"out_{codec}_2", config, recognizer, worker)
-            row["two_processes"] = {**analyzed, "ratio_to_decode": round(analyzed["frames_per_s"] / decode, 3)}
-            result["analyze"][codec] = row
+            decode, one, two = compare_processes(path, work / f"out_{codec}", config, recognizer)
+            result["analyze"][codec] = {"decode_only_frames_per_s": round(decode, 1),
+                                        "one_process": {**one, "ratio_to_decode": round(one["frames_per_s"] / decode, 3)},
+                                        "two_processes": {**two, "ratio_to_decode": round(two["frames_per_s"] / decode, 3)}}
         for pair in range(args.pairs):
             for codec, path in videos.items():
-                decode = decode_rate(path)
-                one = analyze_rate(path, work / f"pair_{codec}_1", config, recognizer)["frames_per_s"]
-                with FrontEndWorker() as worker:
-                    two = analyze_rate(path, work / f"pair_{codec}_2", config, recognizer, worker)["frames_per_s"]
+                decode, one, two = compare_processes(path, work / f"pair_{codec}", config, recognizer)
                 result["analyze"][codec].setdefault("pairs", []).append(
-                    {"decode_only_frames_per_s": round(decode, 1), "one_process_ratio": round(one / decode, 3),
-                     "two_processes_ratio": round(two / decode, 3), "gain": round(two / one, 2)})
+                    {"decode_only_frames_per_s": round(decode, 1),
+                     "one_process_ratio": round(one["frames_per_s"] / decode, 3),
+                     "two_processes_ratio": round(two["frames_per_s"] / decode, 3),
+                     "gain": round(two["frames_per_s"] / one["frames_per_s"], 2)})
         tiles = _synth(work / "tiles", (320, 240), args.duration, 4, seed=1)
         faces = {}
         for count in (1, 2, 4):
