@@ -8,8 +8,9 @@ Run from the repository root::
    (``streamer.commands.analyze.analyze_file``), in one process and with decoding and face
    tracking in a worker process (``--front-end-process``, what ``mer analyze`` does for such
    a video on 2 cores), against the decode-only rate of the same file measured just before
-   (the same decoder, nothing else): frames/s and their ratio, and the per-stage milliseconds
-   per frame. Twice: as the synthetic generator writes it (MPEG-4 part 2, which decodes
+   (the same decoder, nothing else, to BGR images; decoding to grey luma, what the analysis
+   itself decodes, and decoding without any conversion are reported beside it): frames/s and
+   their ratio, and the per-stage milliseconds per frame. Twice: as the synthetic generator writes it (MPEG-4 part 2, which decodes
    fast) and re-encoded to H.264 (libx264, CRF 23), the codec of recorded interview footage.
 2. ``faces``: the cost of each extra face. 2x2 mosaics of 320x240 synthetic videos with 1, 2
    and 4 faces (the other tiles grey), same 640x480 frame, analysed the same way.
@@ -73,9 +74,18 @@ def _mosaic(tiles: list[Path], faces: int, out: Path) -> Path:
     return out
 
 
-def decode_rate(path: Path) -> float:
-    """Frames/s of decoding alone (PyAV, the analyze path's decoder and BGR conversion)."""
-    source = FileSource(path)
+def decode_rate(path: Path, pixels: str = "bgr") -> float:
+    """Frames/s of decoding alone with the analyze path's decoder (PyAV, threaded): to BGR images,
+    the reference of the ratio (what OpenCV's VideoCapture returns); to grey luma (``"grey"``, what
+    ``mer analyze`` decodes when no colour is needed); or with no conversion at all (``"none"``)."""
+    if pixels == "none":
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
+            start = time.perf_counter()
+            count = sum(1 for _ in container.decode(stream))
+            return count / (time.perf_counter() - start)
+    source = FileSource(path, color=pixels == "bgr")
     start = time.perf_counter()
     count = sum(1 for _ in source.frames())
     return count / (time.perf_counter() - start)
@@ -164,6 +174,8 @@ def main(argv=None) -> int:
         for codec, path in videos.items():
             decode, one, two = compare_processes(path, work / f"out_{codec}", config, recognizer)
             result["analyze"][codec] = {"decode_only_frames_per_s": round(decode, 1),
+                                        "decode_grey_frames_per_s": round(decode_rate(path, "grey"), 1),
+                                        "decode_no_conversion_frames_per_s": round(decode_rate(path, "none"), 1),
                                         "one_process": {**one, "ratio_to_decode": round(one["frames_per_s"] / decode, 3)},
                                         "two_processes": {**two, "ratio_to_decode": round(two["frames_per_s"] / decode, 3)}}
         for pair in range(args.pairs):
@@ -188,7 +200,8 @@ def main(argv=None) -> int:
         print(json.dumps(result, indent=2))
     else:
         for codec, a in result["analyze"].items():
-            print(f"analyze 640x480 one face, {codec}: decode only {a['decode_only_frames_per_s']} frames/s")
+            print(f"analyze 640x480 one face, {codec}: decode only {a['decode_only_frames_per_s']} frames/s (to grey "
+                  f"luma {a['decode_grey_frames_per_s']}, no conversion {a['decode_no_conversion_frames_per_s']})")
             for mode in ("one_process", "two_processes"):
                 m = a[mode]
                 print(f"  {mode}: {m['frames_per_s']} frames/s, ratio {m['ratio_to_decode']}, events {m['events']}; "

@@ -2,7 +2,7 @@
 
 Run from the repository root::
 
-    .venv/bin/python -m bench.spotting cache [--faces PROFILE] [SET ...]   # write the videos, track them once
+    .venv/bin/python -m bench.spotting cache [--faces PROFILE] [--color] [SET ...]   # write the videos, track them once
     .venv/bin/python -m bench.spotting score [--profile P] [-v] [SET ...]
     .venv/bin/python -m bench.spotting speed [--profile P]
 
@@ -64,27 +64,26 @@ SETS = {
 }
 
 
-def _images(root: Path, video: dict, synth: SynthSet):
-    """The BGR frames of one written video, in order."""
+def _images(root: Path, video: dict, synth: SynthSet, color: bool):
+    """The frames of one written video, in order: BGR, or grey as ``mer analyze`` decodes them when
+    no colour is needed (``streamer.front_end.frames_in_color``)."""
+    from streamer.sources import FileSource
+
     if synth.jpeg:
         for path in sorted((root / video["frames_folder"]).glob("*.jpg")):
-            yield cv2.imread(str(path))
+            yield cv2.imread(str(path), cv2.IMREAD_COLOR if color else cv2.IMREAD_GRAYSCALE)
         return
-    capture = cv2.VideoCapture(str(root / f"{video['video']}.mp4"))
-    try:
-        while True:
-            ok, image = capture.read()
-            if not ok:
-                return
-            yield image
-    finally:
-        capture.release()
+    with FileSource(root / f"{video['video']}.mp4", color=color) as source:
+        for frame in source.frames():
+            yield frame.image
 
 
-def cache(name: str, folder: Path, faces_profile: Path | None = None) -> None:
+def cache(name: str, folder: Path, faces_profile: Path | None = None, color: bool = False) -> None:
     """Write set ``name`` and keep its tracked crops under ``folder/name`` (skipped when done); the
-    face front end is the default one, or the ``[faces]`` of the stream profile ``faces_profile``."""
-    from streamer.front_end import build_tracker
+    face front end is the default one, or the ``[faces]`` of the stream profile ``faces_profile``,
+    fed the frames as ``mer analyze`` decodes them (grey, unless the backend needs colour), or in
+    colour with ``color``."""
+    from streamer.front_end import build_tracker, frames_in_color
     from training.synthetic.layouts import write_long_videos
     from training.synthetic.settings import SynthSettings
 
@@ -104,10 +103,11 @@ def cache(name: str, folder: Path, faces_profile: Path | None = None) -> None:
         from streamer.stream_config import load_stream_config
 
         faces = load_stream_config(faces_profile).faces
+    color = frames_in_color(faces, color_crops=color)
     for video in truth["videos"]:
         tracker = build_tracker(faces)
         grays, points, indices, tracks = [], [], [], []
-        for i, image in enumerate(_images(root, video, synth)):
+        for i, image in enumerate(_images(root, video, synth, color)):
             for face in tracker.update(Frame(i, i / synth.fps, image, time.monotonic())):
                 grays.append(face.aligned.gray.copy())
                 points.append(face.aligned.points.copy())
@@ -162,12 +162,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", help="spotting profile TOML (default configs/spot/default.toml)")
     parser.add_argument("--faces", type=Path, help="cache: a stream profile whose [faces] builds the front end "
                         "(default: configs/stream/default.toml's); use its own --cache folder")
+    parser.add_argument("--color", action="store_true", help="cache: decode the frames in colour (as a run that "
+                        "keeps colour crops does) instead of as grey luma; use its own --cache folder")
     parser.add_argument("-v", "--verbose", action="store_true", help="print every event and interval found")
     args = parser.parse_args(argv)
     names = args.sets or list(SETS)
     if args.command == "cache":
         for name in names:
-            cache(name, args.cache, args.faces)
+            cache(name, args.cache, args.faces, args.color)
     elif args.command == "score":
         total = [0, 0, 0]
         for name in names:

@@ -195,8 +195,8 @@ def backoff_delays(config: ReconnectConfig) -> Iterator[float]:
 class CaptureLoop:
     """Runs a source in a background thread and hands its frames out through a bounded queue.
 
-    ``source`` is a spec for ``open_source`` (webcam index, URL, file path) or an open
-    ``FrameSource``. Opening happens in ``start()``, in the caller's thread, so a bad path or
+    ``source`` is a spec for ``open_source`` (webcam index, URL, file path), opened in colour or,
+    with ``color=False``, as grey luma, or an open ``FrameSource``. Opening happens in ``start()``, in the caller's thread, so a bad path or
     URL fails there with ``InputError``. Iterating yields frames until the stream ends (a
     file's end, or a live source that could not be reopened: then the iteration raises).
     """
@@ -208,8 +208,10 @@ class CaptureLoop:
         *,
         counters: CaptureCounters | None = None,
         get_timeout_s: float | None = None,
+        color: bool = True,
     ) -> None:
         self.config = config or CaptureConfig()
+        self.color = color
         self.counters = counters or CaptureCounters()
         self.state = "idle"  # idle | running | reconnecting | ended
         self._spec = source
@@ -231,7 +233,8 @@ class CaptureLoop:
         if self._thread is not None:
             raise RuntimeError("CaptureLoop.start() called twice")
         if self._source is None:
-            self._source = open_source(self._spec, self.config, clock=LiveClock(), on_skip=self.counters.drop)
+            self._source = open_source(self._spec, self.config, clock=LiveClock(), on_skip=self.counters.drop,
+                                       color=self.color)
         elif self._source.on_skip is None:
             self._source.on_skip = self.counters.drop
         self.state = "running"

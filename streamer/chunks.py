@@ -43,6 +43,7 @@ from pathlib import Path
 from engines.errors import InputError, MerError
 from streamer.capture import CaptureCounters, CaptureLoop
 from streamer.events import complete_event
+from streamer.front_end import frames_in_color
 from streamer.outputs import FaceFrameRow
 from streamer.pipeline_state import state_digest
 from streamer.session import build_pipeline
@@ -123,8 +124,8 @@ class _FileSpan(FileSource):
 
     REORDER = 64  # packets demuxed past ``start``: more than any decoder's reordering delay
 
-    def __init__(self, path: Path, config, start: int) -> None:
-        super().__init__(path, config)
+    def __init__(self, path: Path, config, start: int, *, color: bool = True) -> None:
+        super().__init__(path, config, color=color)
         self.start = start
 
     def _decoded(self, first_index: int | None = None):
@@ -213,7 +214,8 @@ def analyze_chunk(path: str | Path, span: Span, check_frames: frozenset[int], co
     """
     path = Path(path)
     result = ChunkResult(str(path), span, engine=recognizer.engine_id)
-    source = _FileSpan(path, config.capture, span.start)
+    source = _FileSpan(path, config.capture, span.start,
+                       color=frames_in_color(config.faces, color_crops=recognizer.needs_color))
     counters = CaptureCounters(on_drop=lambda reason, index: result.drops.append((reason, index)))
     emitted_at: list[float] = [span.start]  # the frame being processed
 

@@ -23,7 +23,7 @@ __all__ = ["Frame", "cut_before"]
 class Frame:
     index: int  # 0-based frame number in the stream; only increases, may skip (dropped frames)
     t: float  # stream time, seconds: container pts for files, capture clock since start for live sources
-    image: np.ndarray  # H x W x 3 BGR uint8
+    image: np.ndarray  # H x W x 3 BGR uint8; H x W grey (luma) uint8 from a source opened with color=False
     captured_at: float  # time.monotonic() when the frame was read (latency is measured from it)
     decode_s: float = 0.0  # seconds spent demuxing, decoding and converting this frame (the "decode" stage)
     discontinuous: bool = False  # the stream was cut before this frame (reconnection, loop restart)

@@ -12,9 +12,9 @@ from typing import Literal
 from pydantic import Field
 
 from engines.config import ConfigModel
-from streamer.faces import FaceAligner, FaceTracker, create_backend
+from streamer.faces import FaceAligner, FaceTracker, backend_accepts_gray, create_backend
 
-__all__ = ["FacesConfig", "build_tracker"]
+__all__ = ["FacesConfig", "build_tracker", "frames_in_color"]
 
 
 class FacesConfig(ConfigModel):
@@ -35,3 +35,16 @@ def build_tracker(config: FacesConfig | None = None) -> FaceTracker:
     aligner = FaceAligner(config.crop_size, config.align_method, smoothing=config.smoothing)
     return FaceTracker(create_backend(config.backend), aligner, detect_interval_s=config.detect_interval_s,
                        max_faces=config.max_faces, landmark_interval_s=config.landmark_interval_s)
+
+
+def frames_in_color(config: FacesConfig | None = None, *, color_crops: bool = False) -> bool:
+    """Whether a run must decode its frames in colour: when it keeps colour crops (an engine that
+    takes RGB, or an annotated video drawn on the frames) or when the landmark backend needs colour.
+
+    Otherwise frames are decoded as grey luma, which is most of what colour conversion costs saved
+    (a 640x480 frame decodes 2-2.5x faster; docs/benchmarks.md) and a third of the memory the face
+    front end reads. The grey crops are the same either way, up to rounding: the luma is what
+    BGR-to-grey conversion computes.
+    """
+    config = config or FacesConfig()
+    return color_crops or not backend_accepts_gray(config.backend)

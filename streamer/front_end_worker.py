@@ -244,12 +244,12 @@ def _serve(jobs, results) -> None:
 
 def _run_job(job, results) -> None:
     from streamer.capture import CaptureLoop
-    from streamer.front_end import build_tracker
+    from streamer.front_end import build_tracker, frames_in_color
     from streamer.sources import FileSource
 
     path, capture, faces_config, keep_color = job
     try:
-        source = FileSource(Path(path), capture)
+        source = FileSource(Path(path), capture, color=frames_in_color(faces_config, color_crops=keep_color))
         tracker = build_tracker(faces_config)
     except (MerError, OSError) as exc:
         results.put(("error", _portable(exc)))

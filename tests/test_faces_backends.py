@@ -178,7 +178,37 @@ def test_backends_agree_on_real_micro_expression_faces(shared_data, dlib_backend
 
 
 def test_a_frame_that_is_not_bgr_uint8_is_a_clear_error(backend):
-    with pytest.raises(InputError, match=r"uint8 BGR image, got float32 array of shape \(48, 64, 3\)"):
+    wanted = "BGR or H x W grey uint8 image" if backend.accepts_gray else "uint8 BGR image"
+    with pytest.raises(InputError, match=rf"{wanted}, got float32 array of shape \(48, 64, 3\)"):
         backend.detect(np.zeros((48, 64, 3), np.float32))
-    with pytest.raises(InputError, match=r"got uint8 array of shape \(48, 64\)"):
-        backend.detect(np.zeros((48, 64), np.uint8))
+    with pytest.raises(InputError, match=r"got uint8 array of shape \(48, 64, 4\)"):
+        backend.detect(np.zeros((48, 64, 4), np.uint8))
+    if not backend.accepts_gray:
+        with pytest.raises(InputError, match=r"got uint8 array of shape \(48, 64\)"):
+            backend.detect(np.zeros((48, 64), np.uint8))
+
+
+@pytest.mark.parametrize("name", sorted(HAND_MEASURED))
+def test_dlib_finds_the_same_landmarks_on_the_grey_photo(dlib_backend, name):
+    """A run that needs no colour feeds dlib grey luma instead of BGR (``frames_in_color``): dlib's own
+    grey is the channels' mean, not the luma, so the fits may differ by a pixel or two, no more."""
+    bgr = photo_bgr(name)
+    colour, = dlib_backend.detect(bgr)
+    grey, = dlib_backend.detect(cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY))
+    eye_distance = np.linalg.norm(colour.points[45] - colour.points[36])
+    distances = np.linalg.norm(colour.points - grey.points, axis=1)
+    assert distances.mean() <= 0.03 * eye_distance and distances.max() <= 0.1 * eye_distance, distances
+    errors = np.linalg.norm(key_points(grey.points) - np.array(HAND_MEASURED[name][0]), axis=1)
+    assert errors.max() <= HAND_MEASURED[name][1], errors
+    refined_grey = dlib_backend.refine(cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY), colour.box)
+    refined_colour = dlib_backend.refine(bgr, colour.box)
+    assert np.linalg.norm(refined_grey.points - refined_colour.points, axis=1).mean() <= 0.03 * eye_distance
+
+def test_a_run_decodes_colour_only_when_something_needs_it():
+    """``frames_in_color``: grey frames for dlib unless colour crops are kept; MediaPipe always colour."""
+    from streamer.front_end import FacesConfig, frames_in_color
+
+    assert frames_in_color(FacesConfig(backend="dlib")) is False
+    assert frames_in_color(FacesConfig(backend="dlib"), color_crops=True) is True
+    assert frames_in_color(FacesConfig(backend="mediapipe")) is True
+    assert frames_in_color() is False  # the default profile's backend is dlib

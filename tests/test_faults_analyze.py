@@ -27,6 +27,7 @@ from training.synthetic.layouts import write_video_file
 from training.synthetic.settings import SynthSettings
 
 N_FRAMES = 120
+LOOK_AHEAD_FRAMES = 10  # the default spotting profile's look-ahead (0.3 s) at 30 fps, and one frame
 # File -> the words its one-line error must contain.
 UNREADABLE = {
     "cut_unfinished.mp4": "its MP4 index (moov box) is missing",
@@ -110,10 +111,12 @@ def error_lines(stderr, path):
     return [line for line in stderr if " ERROR " in line and f"{path}:" in line]
 
 
-def recognised(events_path):
-    """What an event says about the face, without when it was published."""
+def recognised(events_path, before: int | None = None):
+    """What an event says about the face, without when it was published; with ``before``, only the
+    events final before that frame (their offset and the spotter's 0.3 s look-ahead came earlier)."""
     keep = ("face", "onset", "apex", "offset", "kind", "label", "scores")
-    return [{key: event[key] for key in keep} for event in map(json.loads, events_path.read_text().splitlines())]
+    events = [{key: event[key] for key in keep} for event in map(json.loads, events_path.read_text().splitlines())]
+    return [event for event in events if before is None or event["offset"]["frame"] + LOOK_AHEAD_FRAMES < before]
 
 
 def test_the_run_fails_and_names_each_bad_file_once_with_its_reason(run):
@@ -132,9 +135,12 @@ def test_the_good_video_between_the_bad_ones_is_analysed_in_full(run):
     summary = json.loads((out / "good" / "summary.json").read_text())
     assert (summary["frames"], summary["frames_with_faces"], summary["error"]) == (N_FRAMES, N_FRAMES, None)
     assert [int(row["frame"]) for row in frame_rows(out / "good" / "frames.csv")] == list(range(N_FRAMES))
-    (event,) = recognised(out / "good" / "events.jsonl")
-    assert 26 <= event["onset"]["frame"] <= 30 and 37 <= event["offset"]["frame"] <= 43  # truth: 28-41
-    assert f"{folder / 'good.mp4'}: {N_FRAMES} frames, 1 events" in stdout
+    events = recognised(out / "good" / "events.jsonl")
+    # The expression (truth: frames 28-41) is found once; the spotter may also fire on the noise of a
+    # 4 s clip (the spotting tests measure how often), which is not what this test is about.
+    (event,) = [e for e in events if e["onset"]["frame"] <= 41 and e["offset"]["frame"] >= 28]
+    assert 26 <= event["onset"]["frame"] <= 30 and 37 <= event["offset"]["frame"] <= 43
+    assert f"{folder / 'good.mp4'}: {N_FRAMES} frames, {len(events)} events" in stdout
 
 
 def test_a_file_cut_short_keeps_everything_it_produced_before_the_cut(run):
@@ -147,9 +153,12 @@ def test_a_file_cut_short_keeps_everything_it_produced_before_the_cut(run):
     assert re.search(rf"frames \d+-{N_FRAMES - 1} could not be read: the file ends early", line)
     rows, good_rows = frame_rows(out / "cut_short" / "frames.csv"), frame_rows(out / "good" / "frames.csv")
     assert rows == good_rows[:analysed]  # landmarks and spotting signal exactly as in the intact file
-    assert recognised(out / "cut_short" / "events.jsonl") == recognised(out / "good" / "events.jsonl")
-    assert (out / "cut_short" / "intervals.csv").read_text() == (out / "good" / "intervals.csv").read_text().replace(
-        "good", "cut_short")
+    kept_events = recognised(out / "cut_short" / "events.jsonl", before=analysed)
+    assert kept_events and kept_events == recognised(out / "good" / "events.jsonl", before=analysed)
+    kept_intervals = (out / "cut_short" / "intervals.csv").read_text().splitlines()
+    assert kept_intervals[:1 + len(kept_events)] == [
+        line.replace("good", "cut_short") for line in (out / "good" / "intervals.csv").read_text().splitlines()
+    ][:1 + len(kept_events)]
     summary = json.loads((out / "cut_short" / "summary.json").read_text())
     assert summary["frames"] == analysed and sum(summary["frames_dropped"].values()) == N_FRAMES - analysed
     assert summary["frames_dropped"]["truncated"] > 0 and summary["error"] in line
@@ -164,7 +173,8 @@ def test_a_corrupt_file_is_analysed_around_the_damage_and_names_it(run):
     rows, good_rows = frame_rows(out / "corrupt" / "frames.csv"), frame_rows(out / "good" / "frames.csv")
     assert [int(row["frame"]) for row in rows] == [i for i in range(N_FRAMES) if not first_bad <= i <= last_bad]
     assert rows[:first_bad] == good_rows[:first_bad]
-    assert recognised(out / "corrupt" / "events.jsonl")[:1] == recognised(out / "good" / "events.jsonl")
+    before_damage = recognised(out / "good" / "events.jsonl", before=first_bad)
+    assert before_damage and recognised(out / "corrupt" / "events.jsonl", before=first_bad) == before_damage
     summary = json.loads((out / "corrupt" / "summary.json").read_text())
     assert summary["frames_dropped"] == {"decode_error": last_bad - first_bad + 1}
     assert summary["error"] in line and summary["frames"] == N_FRAMES - (last_bad - first_bad + 1)

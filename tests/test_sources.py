@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import logging
 from fractions import Fraction
+from pathlib import Path
 
 import av
+import cv2
 import numpy as np
 import pytest
 
@@ -37,6 +39,59 @@ def test_file_frames_have_container_timestamps_and_numbers(tmp_path, name, write
     # The frames come in display order even though x264 stores B-frames out of order.
     assert all(abs(frame_level(f.image) - level(f.index)) <= 4 for f in frames)
     assert all(b.captured_at >= a.captured_at for a, b in zip(frames, frames[1:]))
+
+
+def gradient(i: int, size: tuple[int, int] = SIZE) -> np.ndarray:
+    """Smooth colour ramps that shift with ``i``: every grey level from dark to light, in colour."""
+    y, x = np.mgrid[0:size[1], 0:size[0]]
+    image = np.stack([(x * 4 + i) % 256, (y * 5 + 2 * i) % 256, ((x + y) * 2 + 3 * i) % 256], axis=-1)
+    return cv2.GaussianBlur(image.astype(np.uint8), (5, 5), 0)  # codecs smear sharp colour edges anyway
+
+
+def write_rgb_png(path, frames: int) -> Path:
+    """A lossless RGB video (PNG frames): no luma plane, so grey frames come by conversion."""
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("png", rate=30)
+        stream.width, stream.height, stream.pix_fmt = *SIZE, "rgb24"
+        for i in range(frames):
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(gradient(i), format="bgr24")))
+        container.mux(stream.encode())
+    return path
+
+
+@pytest.mark.parametrize(
+    ("name", "write"),
+    [
+        ("x264.mp4", lambda p: write_pyav(p, 12, content=gradient)),  # limited range: expanded
+        ("mjpeg.avi", lambda p: write_pyav(p, 12, codec="mjpeg", content=gradient)),  # yuvj420p: full range
+        ("rgb.mov", lambda p: write_rgb_png(p, 12)),  # no luma plane: converted
+    ],
+)
+def test_grey_frames_are_the_luma_that_grey_conversion_gives(tmp_path, name, write):
+    """``color=False`` (a run that needs no colour) hands over the decoder's luma; it equals the
+    grey of the BGR frame up to the rounding of the colour conversion."""
+    path = write(tmp_path / name)
+    colour, grey = read_all(FileSource(path)), read_all(FileSource(path, color=False))
+    assert [(f.index, f.t) for f in grey] == [(f.index, f.t) for f in colour]
+    for c, g in zip(colour, grey):
+        assert g.image.shape == (SIZE[1], SIZE[0]) and g.image.dtype == np.uint8 and g.image.flags.c_contiguous
+        difference = np.abs(g.image.astype(int) - cv2.cvtColor(c.image, cv2.COLOR_BGR2GRAY))
+        assert difference.mean() <= 1.5 and difference.max() <= 6, (c.index, difference.mean(), difference.max())
+    assert np.ptp(grey[0].image) > 150  # the full range of grey levels came through
+
+
+def test_grey_frames_from_a_reopened_source_and_a_camera(tmp_path):
+    path = write_cv2(tmp_path / "cam.avi", 6, fourcc="MJPG")
+    frames = read_all(open_source(str(path), color=False))
+    assert all(f.image.ndim == 2 and abs(frame_level(f.image) - level(f.index)) <= 4 for f in frames)
+    frames = []
+    with CameraSource(str(path), color=False).reopen(0) as camera:  # a reconnection keeps the choice
+        assert camera.color is False
+        with pytest.raises(SourceLost):
+            for frame in camera.frames():
+                frames.append(frame)
+    assert len(frames) == 6
+    assert all(f.image.ndim == 2 and abs(frame_level(f.image) - level(f.index)) <= 4 for f in frames)
 
 
 def test_ntsc_rate_timestamps_are_exact(tmp_path):

@@ -30,7 +30,7 @@ from engines.manifest import preprocessing_signature
 from engines.models import create_model
 from engines.preprocess import LIVE_FLOW, MotionInputBuilder
 from streamer.frames import Frame
-from streamer.front_end import FacesConfig, build_tracker
+from streamer.front_end import FacesConfig, build_tracker, frames_in_color
 from training.classmaps import MEGC3
 from training.datasets import load_dataset
 from training.metrics import pooled_metrics
@@ -55,7 +55,9 @@ RECIPE = TrainRecipe(model="ststnet", epochs=120, batch_size=32, optimizer="adam
 
 
 def onset_apex_crops(samples: Sequence[Sample], faces: FacesConfig, fps: float) -> tuple[np.ndarray, np.ndarray]:
-    """Aligned grey onset and apex crops of each clip, made by tracking the face from onset to apex."""
+    """Aligned grey onset and apex crops of each clip, made by tracking the face from onset to apex in
+    frames read as a run decodes them (grey luma unless the backend needs colour: ``frames_in_color``)."""
+    read_mode = cv2.IMREAD_COLOR if frames_in_color(faces) else cv2.IMREAD_GRAYSCALE
     onsets, apexes = [], []
     for sample in samples:
         if sample.onset is None or sample.apex is None or not sample.frames:
@@ -63,7 +65,7 @@ def onset_apex_crops(samples: Sequence[Sample], faces: FacesConfig, fps: float) 
         tracker = build_tracker(faces)
         crops = []
         for index, path in enumerate(sample.frames[: sample.apex - sample.onset + 1]):
-            image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+            image = cv2.imread(str(path), read_mode)
             if image is None:
                 raise InputError("cannot read frame", path=path)
             tracked = tracker.update(Frame(index=index, t=index / fps, image=image, captured_at=0.0))
@@ -122,7 +124,7 @@ def build(out_dir: Path, subjects: int = 8, per_class: int = 6, fps: float = 100
         "datasets": ["synthetic (mer synth clips)"],
         "real_data": False,
         "generator": {"subjects": subjects, "per_class": per_class, "fps": fps, "seed": seed},
-        "face_front_end": faces.model_dump(),
+        "face_front_end": {**faces.model_dump(), "frames": "colour" if frames_in_color(faces) else "grey luma"},
         "class_map": MEGC3.name,
         "recipe": RECIPE.model_dump(),
         "protocol": "weights: all synthetic subjects; metrics: leave-one-subject-out over them",

@@ -31,6 +31,7 @@ from tqdm import tqdm
 from engines.errors import InputError, MerError
 from streamer.capture import CaptureCounters, CaptureLoop
 from streamer.events import complete_event
+from streamer.front_end import frames_in_color
 from streamer.front_end_worker import FrontEndWorker, WorkerUnavailable
 from streamer.outputs import AnnotatedVideoWriter, FrameCsvWriter, write_intervals_csv, write_timeline_png
 from streamer.session import build_pipeline, open_recognizer
@@ -179,7 +180,11 @@ def analyze_file(path: Path, out_dir: Path, config, recognizer, *, video: bool =
             feed = front_end.open(path, config, keep_color=recognizer.needs_color)
         except WorkerUnavailable as exc:  # same outputs in one process, only slower
             log.warning("%s: %s; analysing it in this process", path, exc)
-    source = FileSource(path, config.capture) if feed is None else feed
+    if feed is None:  # grey frames unless colour is drawn on or classified (the worker decides the same)
+        source = FileSource(path, config.capture,
+                            color=frames_in_color(config.faces, color_crops=recognizer.needs_color or video))
+    else:
+        source = feed
     out_dir.mkdir(parents=True, exist_ok=True)
     fps = source.fps or 30.0
     counters = CaptureCounters()

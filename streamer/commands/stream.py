@@ -25,6 +25,7 @@ from streamer.capture import CaptureCounters, CaptureLoop
 from streamer.event_transport import CurveServerKeys, check_exposure
 from streamer.metrics import StreamMetrics, serve_metrics
 from streamer.publisher import EventPublisher
+from streamer.front_end import frames_in_color
 from streamer.session import build_pipeline, load_spot_profile, open_recognizer
 from streamer.stream_config import load_stream_config
 
@@ -115,7 +116,8 @@ def run_stream(args: argparse.Namespace) -> int:
     counters = CaptureCounters(on_read=lambda frame: metrics.frames_read(),
                                on_drop=lambda reason, index: metrics.frame_dropped(reason),
                                on_gap=metrics.source_reconnected)
-    loop = CaptureLoop(args.source, config.capture, counters=counters)  # opens nothing until start()
+    loop = CaptureLoop(args.source, config.capture, counters=counters,  # opens nothing until start()
+                       color=frames_in_color(config.faces, color_crops=recognizer.needs_color))
     stop_requested = threading.Event()
 
     def request_stop(signum, _frame) -> None:

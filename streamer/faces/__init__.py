@@ -29,6 +29,7 @@ __all__ = [
     "LandmarkBackend",
     "ModelFileMissing",
     "TrackedFace",
+    "backend_accepts_gray",
     "box_from_points",
     "create_backend",
     "face_landmarker_path",
@@ -41,12 +42,21 @@ __all__ = [
 
 def create_backend(name: str = "dlib", **options) -> LandmarkBackend:
     """A landmark backend by name: ``"dlib"`` or ``"mediapipe"``; ``options`` go to its constructor."""
+    return _backend_class(name)(**options)
+
+
+def backend_accepts_gray(name: str) -> bool:
+    """Whether the backend ``name`` takes grey frames (then a run that needs no colour decodes none)."""
+    return _backend_class(name).accepts_gray
+
+
+def _backend_class(name: str) -> type:
     if name == "dlib":
         from streamer.faces.dlib_backend import DlibBackend
 
-        return DlibBackend(**options)
+        return DlibBackend
     if name == "mediapipe":
         from streamer.faces.mediapipe_backend import MediaPipeBackend
 
-        return MediaPipeBackend(**options)
+        return MediaPipeBackend
     raise InputError(f"unknown face landmark backend {name!r}; expected one of {', '.join(BACKENDS)}")

@@ -3,8 +3,10 @@
 Detection is the expensive part (about 30 ms at 640x480), so it runs on a copy shrunk as far
 as ``min_face_px`` allows (the HOG window is 80 pixels: a face of ``min_face_px`` must still
 be 80 pixels wide after shrinking) and its boxes are scaled back; the shape predictor (about
-1 ms) then runs on the full-size frame. The frame goes to dlib as BGR unchanged: dlib turns colour
-into grey by averaging the three channels, so their order does not matter.
+1 ms) then runs on the full-size frame. The frame goes to dlib as it comes: dlib turns colour into
+grey by averaging the three channels (so their order does not matter), and a grey frame (a
+video's luma, decoded without colour: ``streamer.sources``) it takes as it is, which spares
+the colour conversion of every frame.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import numpy as np
 
 from streamer.faces.boxes import box_from_points, scale_box
 from streamer.faces.model_files import shape_predictor_path
-from streamer.faces.types import BoxF, FaceLandmarks, require_bgr
+from streamer.faces.types import BoxF, FaceLandmarks, require_image
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +50,7 @@ class DlibBackend:
     """
 
     name = "dlib"
+    accepts_gray = True
 
     def __init__(self, *, min_face_px: float = 120.0, upsample: int = 0, min_score: float = 0.0) -> None:
         self.min_face_px = min_face_px
@@ -55,31 +58,31 @@ class DlibBackend:
         self.min_score = min_score
         self._detector, self._predictor = _models()
 
-    def detect(self, image_bgr: np.ndarray) -> list[FaceLandmarks]:
-        require_bgr(image_bgr)
+    def detect(self, image: np.ndarray) -> list[FaceLandmarks]:
+        require_image(image, gray=True)
         scale = min(1.0, HOG_WINDOW_PX / self.min_face_px)
-        small = image_bgr
+        small = image
         if scale < 1.0:
-            small = cv2.resize(image_bgr, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-        gray = cv2.cvtColor(small, cv2.COLOR_BGR2GRAY)
+            small = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        gray = small if small.ndim == 2 else cv2.cvtColor(small, cv2.COLOR_BGR2GRAY)
         rects, scores, _ = self._detector.run(gray, self.upsample, self.min_score)
         faces = []
         for rect, score in zip(rects, scores):
             box = scale_box((rect.left(), rect.top(), rect.right(), rect.bottom()), 1.0 / scale)
-            points = self._predict(image_bgr, box)
+            points = self._predict(image, box)
             faces.append(FaceLandmarks(points, box_from_points(points), 1.0 / (1.0 + math.exp(-score))))
         return faces
 
-    def refine(self, image_bgr: np.ndarray, box: BoxF) -> FaceLandmarks | None:
-        height, width = image_bgr.shape[:2]
+    def refine(self, image: np.ndarray, box: BoxF) -> FaceLandmarks | None:
+        height, width = image.shape[:2]
         if box[2] <= 0 or box[3] <= 0 or box[0] >= width or box[1] >= height:
             return None  # the box has left the picture
-        points = self._predict(image_bgr, box)
+        points = self._predict(image, box)
         return FaceLandmarks(points, box_from_points(points), 1.0)
 
-    def _predict(self, image_bgr: np.ndarray, box: BoxF) -> np.ndarray:
+    def _predict(self, image: np.ndarray, box: BoxF) -> np.ndarray:
         import dlib
 
         rect = dlib.rectangle(round(box[0]), round(box[1]), round(box[2]), round(box[3]))
-        shape = self._predictor(image_bgr, rect)
+        shape = self._predictor(image, rect)
         return np.array([(part.x, part.y) for part in shape.parts()], dtype=np.float32)

@@ -18,7 +18,7 @@ import numpy as np
 from streamer.faces.boxes import box_from_points, grow_box
 from streamer.faces.model_files import face_landmarker_path
 from streamer.faces.mp_to_68 import mesh_to_68
-from streamer.faces.types import BoxF, FaceLandmarks, require_bgr
+from streamer.faces.types import BoxF, FaceLandmarks, require_image
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +36,7 @@ class MediaPipeBackend:
     """
 
     name = "mediapipe"
+    accepts_gray = False  # its models take colour
 
     def __init__(
         self,
@@ -63,7 +64,7 @@ class MediaPipeBackend:
         self._single = landmarker(1)
 
     def detect(self, image_bgr: np.ndarray) -> list[FaceLandmarks]:
-        require_bgr(image_bgr)
+        require_image(image_bgr, gray=False)
         return [self._face(mesh) for mesh in self._run(self._whole, image_bgr)]
 
     def refine(self, image_bgr: np.ndarray, box: BoxF) -> FaceLandmarks | None:

@@ -25,6 +25,10 @@ SPOTTING_GROUPS: dict[str, tuple[tuple[int, ...], tuple[float, float]]] = {
     "mouth": (tuple(range(48, 60)), (0.1, 0.1)),
     "nose": (tuple(range(29, 36)), (0.05, 0.05)),
 }
+# The same groups as arrays, so that the spotter's boxes (made every frame) cost one numpy pass.
+_GROUP_POINTS = np.concatenate([indices for indices, _ in SPOTTING_GROUPS.values()])
+_GROUP_STARTS = np.cumsum([0] + [len(indices) for indices, _ in SPOTTING_GROUPS.values()])[:-1]
+_GROUP_MARGINS = np.array([margins for _, margins in SPOTTING_GROUPS.values()])  # (groups, 2): x, y
 
 
 def _box(x0: float, y0: float, x1: float, y1: float, size: tuple[int, int] | None) -> Box:
@@ -44,13 +48,15 @@ def spotting_rois(points68: np.ndarray, size: tuple[int, int] | None = None) -> 
     """
     p = np.asarray(points68, dtype=np.float64)
     interocular = float(np.hypot(*(p[45] - p[36])))
-    rois = {}
-    for name, (indices, (margin_x, margin_y)) in SPOTTING_GROUPS.items():
-        group = p[list(indices)]
-        (x0, y0), (x1, y1) = group.min(axis=0), group.max(axis=0)
-        mx, my = margin_x * interocular, margin_y * interocular
-        rois[name] = _box(x0 - mx, y0 - my, x1 + mx, y1 + my, size)
-    return rois
+    grouped = p[_GROUP_POINTS]
+    margins = _GROUP_MARGINS * interocular
+    low = np.floor(np.minimum.reduceat(grouped, _GROUP_STARTS, axis=0) - margins)
+    high = np.ceil(np.maximum.reduceat(grouped, _GROUP_STARTS, axis=0) + margins)
+    if size is not None:
+        limits = np.array(size, dtype=np.float64)
+        low, high = np.clip(low, 0, limits), np.clip(high, 0, limits)
+    boxes = np.concatenate([low, high], axis=1).astype(np.int64).tolist()
+    return {name: tuple(box) for name, box in zip(SPOTTING_GROUPS, boxes)}
 
 
 def hars_boxes(points68: np.ndarray, size: tuple[int, int] | None = None) -> dict[str, Box]:

@@ -54,6 +54,7 @@ class LandmarkBackend(Protocol):
     """Finds faces and their 68 landmarks; implemented by dlib and MediaPipe."""
 
     name: str
+    accepts_gray: bool  # takes H x W grey frames as well as BGR ones (so a run may decode without colour)
 
     def detect(self, image_bgr: np.ndarray) -> list[FaceLandmarks]:
         """Every face in the whole image (expensive: run it rarely)."""
@@ -64,8 +65,12 @@ class LandmarkBackend(Protocol):
         ...
 
 
-def require_bgr(image: np.ndarray) -> None:
-    """Backends take what :class:`streamer.frames.Frame` carries: H x W x 3 BGR ``uint8``."""
-    if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+def require_image(image: np.ndarray, *, gray: bool) -> None:
+    """Backends take what :class:`streamer.frames.Frame` carries: H x W x 3 BGR ``uint8``, or, for a
+    backend that accepts it (``gray``), H x W grey ``uint8`` (the luma of a video decoded without colour)."""
+    fits = isinstance(image, np.ndarray) and image.dtype == np.uint8 and (
+        (image.ndim == 3 and image.shape[2] == 3) or (gray and image.ndim == 2))
+    if not fits:
         got = f"{image.dtype} array of shape {image.shape}" if isinstance(image, np.ndarray) else type(image).__name__
-        raise InputError(f"face detection needs an H x W x 3 uint8 BGR image, got {got}")
+        wanted = "an H x W x 3 BGR or H x W grey uint8 image" if gray else "an H x W x 3 uint8 BGR image"
+        raise InputError(f"face detection needs {wanted}, got {got}")

@@ -283,9 +283,11 @@ def _grid_start(pixel: float) -> int:
 
 
 def _clip(box, size: int) -> tuple[int, int, int, int]:
-    x0, y0, x1, y1 = (int(round(v)) for v in box)
-    x0, y0 = min(max(x0, 0), size - 2), min(max(y0, 0), size - 2)
-    return x0, y0, max(min(x1, size), x0 + 2), max(min(y1, size), y0 + 2)
+    """``box`` rounded and clipped to the crop, at least 2 pixels wide and high (runs for every box of
+    every frame: plain arithmetic, no generator)."""
+    x0, y0, x1, y1 = box
+    x0, y0 = min(max(int(round(x0)), 0), size - 2), min(max(int(round(y0)), 0), size - 2)
+    return x0, y0, max(min(int(round(x1)), size), x0 + 2), max(min(int(round(y1)), size), y0 + 2)
 
 
 def _mean_vector(flow: np.ndarray, box: tuple[int, int, int, int]) -> tuple[float, float]:

@@ -46,7 +46,7 @@ class FlowParams(ConfigModel):
     algorithm: Literal["dis", "farneback"] = "dis"
     dis_finest_scale: int = Field(1, ge=0, le=4)  # 0 = full resolution; 1 = half (4x cheaper)
     dis_patch_size: int = Field(8, ge=4, le=32)
-    dis_patch_stride: int = Field(4, ge=1, le=16)
+    dis_patch_stride: int = Field(5, ge=1, le=16)
     dis_gradient_iterations: int = Field(12, ge=1, le=100)
     reference_lag_s: float = Field(0.3, gt=0.0)  # flow from a quiet frame at least this long ago
     max_reference_age_s: float = Field(4.5, gt=0.0)  # a reference is never older than this
