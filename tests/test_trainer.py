@@ -207,3 +207,23 @@ def test_decay_stops_after_lr_decay_epochs(monkeypatch):
     train_fold(recipe, fold, inputs, labels, [s.subject for s in samples], CLASSES)
     per_epoch = sorted(set(seen), reverse=True)
     assert per_epoch == [1.0, 0.5, 0.25]  # decayed after epochs 1 and 2, then held
+
+
+def test_label_smoothing_softens_the_targets_and_is_refused_beside_a_loss_of_its_own():
+    from engines.models import create_model
+    from training.trainer import _loss
+
+    model = create_model("ststnet", label_names=CLASSES)
+    logits, target = torch.tensor([[20.0, 0.0, 0.0]]), torch.tensor([0])
+    assert float(_loss(model, logits, target, None)) < 1e-6  # a confident right answer costs nothing ...
+    smoothed = float(_loss(model, logits, target, None, label_smoothing=0.3))
+    assert smoothed == pytest.approx(0.2 * 20.0, rel=1e-3)  # ... but 0.3 / 3 of the target on each wrong class does
+    samples, inputs, labels = _task(subjects=3)
+    fold = leave_one_subject_out(samples)[0]
+    subjects = [s.subject for s in samples]
+    result = train_fold(RECIPE.model_copy(update={"epochs": 3, "label_smoothing": 0.1}), fold, inputs, labels,
+                        subjects, CLASSES)
+    assert result.epochs_run == 3 and np.allclose(result.scores.sum(axis=1), 1.0)
+    with pytest.raises(ValueError, match="loss of its own"):
+        train_fold(RECIPE.model_copy(update={"model": "dual_atme", "epochs": 1, "label_smoothing": 0.1}), fold,
+                   inputs, labels, subjects, CLASSES)

@@ -42,6 +42,10 @@ class TrainRecipe(ConfigModel):
     weight_decay: float = Field(0.0, ge=0)
     momentum: float = Field(0.9, ge=0, lt=1)
     class_weighting: Literal["none", "balanced"] = "none"
+    # Cross-entropy against (1 - e) on the true class and e / classes on every class (Szegedy et al.
+    # 2016): a model cannot drive a tiny training set's loss to zero by growing its logits. Models
+    # with their own training loss (Dual-ATME's focal loss) refuse it.
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
     validation_fraction: float = Field(0.0, ge=0, lt=1)
     patience: int = Field(50, ge=1)
     seed: int = 0

@@ -115,12 +115,14 @@ def _optimizer(recipe: TrainRecipe, model: nn.Module) -> torch.optim.Optimizer:
     return torch.optim.SGD(parameters, lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay)
 
 
-def _loss(model: nn.Module, logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
-    """The model's own training loss when it defines one (e.g. Dual-ATME), else cross-entropy."""
+def _loss(model: nn.Module, logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None,
+          label_smoothing: float = 0.0) -> torch.Tensor:
+    """The model's own training loss when it defines one (e.g. Dual-ATME), else cross-entropy
+    (with ``label_smoothing``: the recipe's)."""
     own = getattr(model, "training_loss", None)
     if own is not None:
         return own(logits, target, weight)
-    return nn.functional.cross_entropy(logits, target, weight=weight)
+    return nn.functional.cross_entropy(logits, target, weight=weight, label_smoothing=label_smoothing)
 
 
 @torch.inference_mode()
@@ -148,6 +150,8 @@ def train_fold(
     generator = torch.Generator().manual_seed(seed)
     num_classes = len(class_names)
     model = create_model(recipe.model, label_names=tuple(class_names), **recipe.model_options)
+    if recipe.label_smoothing and getattr(model, "training_loss", None) is not None:
+        raise ValueError(f"label_smoothing applies to cross-entropy; {recipe.model} trains with a loss of its own")
     if recipe.init_weights:
         load_matching_weights(model, recipe.init_weights)
     optimizer = _optimizer(recipe, model)
@@ -183,7 +187,7 @@ def train_fold(
         for start in range(0, len(order), recipe.batch_size):
             batch = order[start : start + recipe.batch_size]
             optimizer.zero_grad(set_to_none=True)
-            loss = _loss(model, model(x_epoch[batch]), y_train[batch], weight)
+            loss = _loss(model, model(x_epoch[batch]), y_train[batch], weight, recipe.label_smoothing)
             loss.backward()
             optimizer.step()
         if scheduler is not None and (recipe.lr_decay_epochs is None or epoch < recipe.lr_decay_epochs):
