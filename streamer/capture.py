@@ -196,7 +196,8 @@ class CaptureLoop:
     """Runs a source in a background thread and hands its frames out through a bounded queue.
 
     ``source`` is a spec for ``open_source`` (webcam index, URL, file path), opened in colour or,
-    with ``color=False``, as grey luma, or an open ``FrameSource``. Opening happens in ``start()``, in the caller's thread, so a bad path or
+    with ``color=False``, as grey luma, or an open ``FrameSource``. Opening happens in
+    ``start()``, in the caller's thread, so a bad path or
     URL fails there with ``InputError``. Iterating yields frames until the stream ends (a
     file's end, or a live source that could not be reopened: then the iteration raises).
     """

@@ -43,8 +43,8 @@ def frames_in_color(config: FacesConfig | None = None, *, color_crops: bool = Fa
 
     Otherwise frames are decoded as grey luma, which is most of what colour conversion costs saved
     (a 640x480 frame decodes 2-2.5x faster; docs/benchmarks.md) and a third of the memory the face
-    front end reads. The grey crops are the same either way, up to rounding: the luma is what
-    BGR-to-grey conversion computes.
+    front end reads. The luma is what BGR-to-grey conversion computes, up to rounding; dlib's
+    landmark fits on it can differ by a pixel or two (docs/faces.md).
     """
     config = config or FacesConfig()
     return color_crops or not backend_accepts_gray(config.backend)
