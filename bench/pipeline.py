@@ -10,8 +10,9 @@ Run from the repository root::
    a video on 2 cores), against the decode-only rate of the same file measured just before
    (the same decoder, nothing else, to BGR images; decoding to grey luma, what the analysis
    itself decodes, and decoding without any conversion are reported beside it): frames/s and
-   their ratio, and the per-stage milliseconds per frame. Twice: as the synthetic generator writes it (MPEG-4 part 2, which decodes
-   fast) and re-encoded to H.264 (libx264, CRF 23), the codec of recorded interview footage.
+   their ratio, and the per-stage milliseconds per frame. Twice: as the synthetic generator
+   writes it (MPEG-4 part 2, which decodes fast) and re-encoded to H.264 (libx264, CRF 23),
+   the codec of recorded interview footage.
 2. ``faces``: the cost of each extra face. 2x2 mosaics of 320x240 synthetic videos with 1, 2
    and 4 faces (the other tiles grey), same 640x480 frame, analysed the same way.
 3. ``latency``: ``mer stream``'s path (capture loop with the file paced in real time, the

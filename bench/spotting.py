@@ -78,11 +78,11 @@ def _images(root: Path, video: dict, synth: SynthSet, color: bool):
             yield frame.image
 
 
-def cache(name: str, folder: Path, faces_profile: Path | None = None, color: bool = False) -> None:
+def cache(name: str, folder: Path, faces_profile: Path | None = None, force_color: bool = False) -> None:
     """Write set ``name`` and keep its tracked crops under ``folder/name`` (skipped when done); the
     face front end is the default one, or the ``[faces]`` of the stream profile ``faces_profile``,
     fed the frames as ``mer analyze`` decodes them (grey, unless the backend needs colour), or in
-    colour with ``color``."""
+    colour with ``force_color``."""
     from streamer.front_end import build_tracker, frames_in_color
     from training.synthetic.layouts import write_long_videos
     from training.synthetic.settings import SynthSettings
@@ -103,7 +103,7 @@ def cache(name: str, folder: Path, faces_profile: Path | None = None, color: boo
         from streamer.stream_config import load_stream_config
 
         faces = load_stream_config(faces_profile).faces
-    color = frames_in_color(faces, color_crops=color)
+    color = frames_in_color(faces, color_crops=force_color)
     for video in truth["videos"]:
         tracker = build_tracker(faces)
         grays, points, indices, tracks = [], [], [], []
