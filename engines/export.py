@@ -389,6 +389,18 @@ def find_run_record(checkpoint: Path, metrics_path: Path | None = None) -> RunRe
     return RunRecord()
 
 
+def _weights_trained_on(checkpoint: Path, record: RunRecord) -> str | None:
+    """What the checkpoint of a ``mer train`` run was trained on, for the manifest: every sample
+    (``--final``'s ``OUT/final.pth``), or one fold's training subjects (``OUT/weights/<subject>.pth``)."""
+    final = record.run.get("final") if isinstance(record.run.get("final"), dict) else {}
+    if checkpoint.parent == record.folder and checkpoint.name == final.get("weights"):
+        return (f"every sample of the dataset ({final.get('samples')} samples, {final.get('subjects')} subjects; "
+                "mer train --final): the run's metrics measure its recipe under LOSO")
+    if checkpoint.parent.name == "weights" and checkpoint.parent.parent == record.folder:
+        return f"the LOSO fold that held out subject {checkpoint.stem}"
+    return None
+
+
 def export_checkpoint(
     checkpoint: str | Path,
     out_dir: str | Path,
@@ -424,6 +436,9 @@ def export_checkpoint(
         keys = ("dataset", "protocol", "class_map", "folds", "recipe")
         training = {key: record.run[key] for key in keys if key in record.run}
         training["run_folder"] = str(record.folder)
+        trained_on = _weights_trained_on(checkpoint, record)
+        if trained_on:
+            training["weights"] = trained_on
     # A flow-image model trained on face crops (mer prepare) records the flow its inputs were made with.
     recorded_flow = record.run.get("flow_input") if isinstance(record.run.get("flow_input"), dict) else {}
     for key in ("flow_method", "flow_params", "flow_size"):

@@ -126,10 +126,72 @@ def test_an_interrupted_run_resumes_to_the_uninterrupted_result(toy_composite, t
     assert list(resumed) == list(whole)
     for group in whole:
         assert resumed[group] == pytest.approx(whole[group], abs=1e-12)
+    # A run recorded before some recipe fields existed trained with their defaults: still resumable,
+    # but not by a recipe that sets one of them otherwise.
+    state_path = partial / "run_state.json"
+    state = json.loads(state_path.read_text())
+    for added in ("label_smoothing", "average_last_epochs"):
+        del state["recipe"][added]
+    state_path.write_text(json.dumps(state))
+    assert main([*common, "--out", str(partial), "--resume"]) == 0
+    smoothing = tmp_path / "smoothing.toml"
+    smoothing.write_text((Path(__file__).resolve().parents[1] / "configs" / "train" / "ststnet.toml").read_text()
+                         + "label_smoothing = 0.1\n")
+    state_path.write_text(json.dumps(state))
+    capsys.readouterr()
+    assert main([*common, "--recipe", str(smoothing), "--out", str(partial), "--resume"]) == 2
+    assert "differs in recipe" in capsys.readouterr().err
     # A different recipe must not reuse those folds.
     capsys.readouterr()
     assert main([*common[:-4], "--epochs", "4", "--seed", "5", "--workers", "1", "--out", str(partial), "--resume"]) == 2
     assert "differs in recipe" in capsys.readouterr().err
+
+
+def test_final_model_trains_on_every_sample_and_its_engine_says_so(toy_composite, tmp_path, capsys):
+    """``--final``: after the folds, one model on all 36 samples (the folds' models each saw 30),
+    saved as OUT/final.pth and recorded in the run; its engine's manifest says what it was
+    trained on, as a fold's engine says which subject it held out."""
+    import torch
+
+    from engines.checkpoints import load_weights
+    from engines.manifest import read_manifest
+    from engines.models import create_model
+    from training.commands.train import FINAL_FOLD
+    from training.inputs import load_model_inputs
+    from training.protocol import Fold
+    from training.recipes import load_recipe
+    from training.trainer import train_fold
+
+    out = tmp_path / "final"
+    assert main(["-q", "train", "--model", "ststnet", "--dataset", "megc2019-flow", "--root", str(toy_composite),
+                 "--out", str(out), "--epochs", "40", "--seed", "3", "--workers", "1", "--folds", "sub01,006",
+                 "--final"]) == 0
+    final = json.loads((out / "metrics_detail.json").read_text())["run"]["final"]
+    assert (final["weights"], final["samples"], final["subjects"], final["epochs_run"]) == ("final.pth", 36, 6, 40)
+    assert sorted(p.name for p in (out / "weights").iterdir()) == ["006.pth", "sub01.pth"]  # the folds' own
+
+    # Exactly the recipe (the run's epochs and seed) trained on all 36 samples, in a fold of its own.
+    samples = load_dataset("megc2019-flow", root=toy_composite)
+    labels = torch.tensor([CLASSES.index(s.labels["megc3"]) for s in samples])
+    recipe = load_recipe("ststnet").model_copy(update={"epochs": 40, "seed": 3})
+    inputs = load_model_inputs(create_model("ststnet", label_names=CLASSES).cfg, "megc2019-flow", samples, toy_composite)
+    expected = train_fold(recipe, Fold(FINAL_FOLD, tuple(range(36)), ()), inputs, labels,
+                          [s.subject for s in samples], CLASSES)
+    assert expected.scores.shape == (0, 3)  # nothing held out, nothing scored
+    final_model = load_weights(create_model("ststnet", label_names=CLASSES), out / "final.pth")
+    fold_model = load_weights(create_model("ststnet", label_names=CLASSES), out / "weights" / "sub01.pth")
+    for name, tensor in final_model.state_dict().items():
+        assert torch.equal(tensor, expected.state_dict[name]), name
+    assert not torch.equal(final_model.fc.weight, fold_model.fc.weight)
+
+    for checkpoint, engine, expected in (
+        (out / "final.pth", tmp_path / "engine_final", "every sample of the dataset (36 samples, 6 subjects"),
+        (out / "weights" / "sub01.pth", tmp_path / "engine_sub01", "the LOSO fold that held out subject sub01"),
+    ):
+        assert main(["-q", "export", "--checkpoint", str(checkpoint), "--out", str(engine)]) == 0
+        training = read_manifest(engine).data["training"]
+        assert training["weights"].startswith(expected)
+        assert training["recipe"]["seed"] == 3 and training["dataset"] == "megc2019-flow"
 
 
 @pytest.mark.realdata

@@ -38,9 +38,15 @@ def _write_json_atomically(path: Path, data: Any) -> None:
 class FoldStore:
     """Finished folds of one run in ``out_dir``."""
 
-    def __init__(self, out_dir: Path, identity: dict[str, Any]) -> None:
+    def __init__(self, out_dir: Path, identity: dict[str, Any],
+                 added_defaults: dict[str, dict[str, Any]] | None = None) -> None:
+        """``added_defaults``: per section of ``identity`` (e.g. ``"recipe"``), the default of every
+        field it may hold. A run recorded before a field existed trained with that field's default
+        (a field is only ever added with a default that keeps the old behaviour), so its record is
+        read with the defaults filled in and stays resumable."""
         self.out_dir = Path(out_dir)
         self.identity = json.loads(json.dumps(identity))  # normalised (tuples -> lists)
+        self.added_defaults = json.loads(json.dumps(added_defaults or {}))
         self.folds_dir = self.out_dir / "folds"
         self.weights_dir = self.out_dir / "weights"
 
@@ -53,6 +59,9 @@ class FoldStore:
                 recorded = json.loads(state_path.read_text())
             except json.JSONDecodeError as exc:
                 raise InputError(f"not valid JSON: {exc.msg}", path=state_path, row=exc.lineno) from None
+            for section, defaults in self.added_defaults.items():
+                if isinstance(recorded.get(section), dict):
+                    recorded[section] = {**defaults, **recorded[section]}
             if finished and not resume:
                 raise InputError(f"holds {len(finished)} finished folds of an earlier run: pass --resume to continue "
                                  "it, or choose another --out", path=self.out_dir)

@@ -133,6 +133,13 @@ def _predict(model: nn.Module, inputs: torch.Tensor, batch_size: int) -> torch.T
     return torch.softmax(logits, dim=1)
 
 
+def _test_scores(model: nn.Module, inputs, fold: Fold, batch_size: int, num_classes: int) -> np.ndarray:
+    """The held-out samples' scores; none for a fold that holds nothing out (``mer train --final``)."""
+    if not fold.test:
+        return np.zeros((0, num_classes))
+    return _predict(model, inputs[list(fold.test)], batch_size).numpy()
+
+
 def train_fold(
     recipe: TrainRecipe,
     fold: Fold,
@@ -168,7 +175,7 @@ def train_fold(
     weight = _class_weights(y_train, num_classes, recipe.class_weighting)
     if getattr(model, "closed_form", False):
         model.fit_closed_form(x_train, y_train, weight, seed)
-        scores = _predict(model, inputs[list(fold.test)], recipe.batch_size).numpy()
+        scores = _test_scores(model, inputs, fold, recipe.batch_size, num_classes)
         state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         return FoldResult(fold.test_subject, fold.test, scores, state, 0, held_back, None)
 
@@ -213,7 +220,7 @@ def train_fold(
     after_training = getattr(model, "after_training", None)
     if after_training is not None:
         after_training(x_train, y_train, weight, seed)
-    scores = _predict(model, inputs[list(fold.test)], recipe.batch_size).numpy()
+    scores = _test_scores(model, inputs, fold, recipe.batch_size, num_classes)
     state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     return FoldResult(fold.test_subject, fold.test, scores, state, epochs_run, held_back, best_epoch)
 

@@ -5,6 +5,11 @@ metrics.json, report.md, confusion.png); ``mer train`` also writes each fold's f
 weights to ``OUT/weights/<subject>.pth``, the layout ``mer evaluate --weights-dir`` reads
 (the original STSTNet release uses it too).
 
+With ``--final``, each run then trains one more model, on every sample, with the same recipe and
+seed, and saves it as ``OUT/final.pth``: the weights to deploy (``mer export --checkpoint
+OUT/final.pth``). The LOSO folds measured the recipe; the final model is not scored (it has
+no held-out subject), and the run's metrics describe how its recipe generalises.
+
 ``mer train`` runs one recipe with one seed, or a grid: several ``--recipe`` files and/or
 several seeds (``--seed 1,2,3``), each run into ``OUT/<recipe>-seed<N>/`` with a summary of
 all of them in ``OUT/runs.csv``. With ``--ray`` every fold of every run is a task on a Ray
@@ -31,6 +36,8 @@ from engines.errors import InputError, MerError
 log = logging.getLogger(__name__)
 
 PROTOCOLS = ("loso",)
+FINAL_WEIGHTS = "final.pth"  # mer train --final: the model trained on every sample, beside the run's outputs
+FINAL_FOLD = "(every subject)"  # its fold's name: what its seed is drawn from (training.trainer.fold_seed)
 
 
 def _add_data_arguments(parser: argparse.ArgumentParser, model_help: str = "registered model name, e.g. ststnet") -> None:
@@ -62,6 +69,9 @@ def add_parser(subparsers) -> None:
                        "overrides the recipe's init_weights")
     train.add_argument("--workers", type=int, help="parallel fold processes (default: number of cores)")
     train.add_argument("--resume", action="store_true", help="reuse the folds an interrupted run in --out already finished")
+    train.add_argument("--final", action="store_true",
+                       help=f"after the folds, train one model on every sample with the same recipe and save it as "
+                       f"OUT/{FINAL_WEIGHTS}, the weights to export and deploy (the folds' metrics describe its recipe)")
     scale = train.add_argument_group("scale-out on Ray (pip install 'mer[ray]'; docs/scale-out.md)")
     scale.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
                        help="train the folds as tasks on a Ray cluster: its address (host:port, ray://host:port, "
@@ -216,7 +226,7 @@ def _plan_runs(args) -> list[_Run]:
         store = FoldStore(out, {
             "model": recipe.model, "dataset": args.dataset, "protocol": args.protocol, "class_map": class_map.name,
             "recipe": recipe.model_dump(), "samples": keys,
-        })
+        }, added_defaults={"recipe": _recipe_defaults(type(recipe))})
         done = store.open(args.resume)
         fold_keys = {fold.test_subject: [keys[i] for i in fold.test] for fold in folds}
         resumed = {fold.test_subject: FoldStore.result_from_record(done[fold.test_subject], fold.test,
@@ -226,6 +236,12 @@ def _plan_runs(args) -> list[_Run]:
             log.info("%s: resuming: %d of %d folds already finished in %s", name, len(resumed), len(folds), out)
         runs.append(_Run(name, out, recipe, task, store, fold_keys, resumed))
     return runs
+
+
+def _recipe_defaults(recipe_class) -> dict:
+    """The default of every recipe field that has one (what a run recorded before the field existed used)."""
+    return {name: field.get_default(call_default_factory=True) for name, field in recipe_class.model_fields.items()
+            if not field.is_required()}
 
 
 def run_train(args) -> int:
@@ -262,7 +278,8 @@ def run_train(args) -> int:
         if isinstance(fresh[run.name], str):
             failed.append(f"{run.name}: {fresh[run.name]}")
             continue
-        overall = _finish_run(args, run, fresh[run.name], seconds)
+        final = _train_final(run) if args.final else None
+        overall = _finish_run(args, run, fresh[run.name], seconds, final)
         summary.append({"run": run.name, "seed": run.recipe.seed, "uf1": overall.uf1, "uar": overall.uar,
                         "acc": overall.acc})
     if len(runs) > 1:
@@ -272,7 +289,28 @@ def run_train(args) -> int:
     return 0
 
 
-def _finish_run(args, run: _Run, fresh, seconds: float):
+def _train_final(run: _Run) -> dict:
+    """One model on every sample of the run, with its recipe and seed, saved as ``OUT/final.pth``;
+    returns what the run's record says of it. It trains in this process, after the folds."""
+    from engines.checkpoints import write_state_dict
+    from training.protocol import Fold, natural_key
+    from training.trainer import train_fold
+
+    samples, inputs, labels, class_map, _, _ = run.task
+    started = time.perf_counter()
+    everything = Fold(FINAL_FOLD, tuple(range(len(samples))), ())
+    result = train_fold(run.recipe, everything, inputs, labels, [s.subject for s in samples], class_map.classes)
+    write_state_dict(result.state_dict, run.out / FINAL_WEIGHTS)
+    subjects = sorted({s.subject for s in samples}, key=natural_key)
+    log.info("%s: final model on all %d samples of %d subjects -> %s", run.name, len(samples), len(subjects),
+             run.out / FINAL_WEIGHTS)
+    return {"weights": FINAL_WEIGHTS, "samples": len(samples), "subjects": len(subjects),
+            "epochs_run": result.epochs_run, "best_epoch": result.best_epoch,
+            "validation_subjects": list(result.validation_subjects),
+            "seconds": round(time.perf_counter() - started, 1)}
+
+
+def _finish_run(args, run: _Run, fresh, seconds: float, final: dict | None = None):
     """Pool a finished run's folds and write its outputs; returns its overall report."""
     from training.reports import write_run_outputs
 
@@ -290,6 +328,7 @@ def _finish_run(args, run: _Run, fresh, seconds: float):
         "recipe": run.recipe.model_dump(),
         "epochs_run": {r.test_subject: r.epochs_run for r in results},
         "seconds": seconds,
+        **({"final": final} if final else {}),
         "torch": torch.__version__,
         "python": platform.python_version(),
     }
