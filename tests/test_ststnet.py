@@ -136,3 +136,41 @@ def test_training_flip_mirrors_the_image_and_flips_u() -> None:
     flipping.eval(), plain.eval()
     torch.testing.assert_close(flipping(x), plain(x))
     assert flipping.state_dict().keys() == plain.state_dict().keys()
+
+
+def test_random_shift_moves_each_image_by_whole_pixels_within_the_bound() -> None:
+    """Each image is its edge-padded self moved by -k..k pixels in x and y, chosen per image."""
+    from engines.models.blocks import random_shift
+
+    torch.manual_seed(0)
+    x = torch.rand(64, 3, 12, 12)
+    shifted = random_shift(x, 2)
+    padded = torch.nn.functional.pad(x, (2, 2, 2, 2), mode="replicate")
+    offsets = set()
+    for n in range(64):
+        found = [(dy, dx) for dy in range(5) for dx in range(5)
+                 if torch.equal(shifted[n], padded[n, :, dy:dy + 12, dx:dx + 12])]
+        assert len(found) == 1, n  # random images: exactly one offset explains it
+        offsets.add(found[0])
+    assert len(offsets) >= 15  # 25 possible (the unshifted (2, 2) among them), drawn per image
+    assert torch.equal(random_shift(x, 0), x)
+
+
+def test_training_shift_is_the_plain_network_on_a_shifted_image() -> None:
+    """shift_px in training draws the shift from torch's generator; evaluation never shifts, and
+    the option adds no parameters (release checkpoints still load)."""
+    from engines.models.blocks import random_shift
+
+    x = torch.rand(8, 3, 28, 28) * 255
+    shifting = create_model("ststnet", shift_px=2, drop_rate=0.0).train()
+    plain = create_model("ststnet", drop_rate=0.0).train()
+    plain.load_state_dict(shifting.state_dict())
+    torch.manual_seed(5)
+    out = shifting(x)
+    torch.manual_seed(5)
+    torch.testing.assert_close(out, plain(random_shift(x, 2)))
+    assert not torch.allclose(out, plain(x))
+    plain.load_state_dict(shifting.state_dict())  # the same BatchNorm running statistics
+    shifting.eval(), plain.eval()
+    torch.testing.assert_close(shifting(x), plain(x))
+    assert shifting.state_dict().keys() == plain.state_dict().keys()

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 __all__ = ["CBAM", "ChannelAttention", "ConvBNReLU", "InceptionBlock", "SpatialAttention", "block_assignment",
-           "random_mirror"]
+           "random_mirror", "random_shift"]
 
 
 def random_mirror(x: torch.Tensor, prob: float, u_plane: int, u_mirror_sum: float) -> torch.Tensor:
@@ -27,6 +27,21 @@ def random_mirror(x: torch.Tensor, prob: float, u_plane: int, u_mirror_sum: floa
     mirrored = x.flip(-1)
     mirrored[:, u_plane] = u_mirror_sum - mirrored[:, u_plane]
     return torch.where(flip[:, None, None, None], mirrored, x)
+
+
+def random_shift(x: torch.Tensor, max_px: int) -> torch.Tensor:
+    """Translate each motion image by a random whole number of pixels, up to ``max_px`` in x and
+    in y (uniform, 0 included), the edge pixels repeated into the uncovered border (training
+    augmentation: a face's motion pattern means the same a pixel or two off its usual place)."""
+    if max_px <= 0:
+        return x
+    n, _, height, width = x.shape
+    padded = nn.functional.pad(x, (max_px, max_px, max_px, max_px), mode="replicate")
+    offsets = torch.randint(0, 2 * max_px + 1, (2, n), device=x.device)
+    rows = offsets[0][:, None] + torch.arange(height, device=x.device)[None, :]  # (N, H)
+    cols = offsets[1][:, None] + torch.arange(width, device=x.device)[None, :]  # (N, W)
+    shifted = padded[torch.arange(n, device=x.device)[:, None, None], :, rows[:, :, None], cols[:, None, :]]
+    return shifted.permute(0, 3, 1, 2)  # advanced indexing put the channels last
 
 
 def block_assignment(size: int, blocks: int) -> torch.Tensor:

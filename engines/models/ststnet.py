@@ -18,7 +18,7 @@ import dataclasses
 import torch
 from torch import nn
 
-from engines.models.blocks import random_mirror
+from engines.models.blocks import random_mirror, random_shift
 from engines.models.registry import ModelCfg, class_builder, register_model
 
 __all__ = ["MEGC2019_LABELS", "STSTNET_CFG", "STSTNet", "ststnet"]
@@ -57,15 +57,19 @@ class STSTNet(nn.Module):
     """STSTNet as released for MEGC2019 (3 classes, 1,683 trainable parameters); ``label_names``
     sets the number of outputs (3 for MEGC2019).
 
-    ``flip_prob > 0`` mirrors training samples left-right (u becomes 255 - u), an augmentation
-    the release did not use; it adds no parameters, so checkpoints stay interchangeable.
+    Two training augmentations the release did not use: ``flip_prob > 0`` mirrors training
+    samples left-right (u becomes 255 - u); ``shift_px > 0`` translates each by up to that many
+    pixels in x and y (edges repeated). They add no parameters, so checkpoints stay
+    interchangeable.
     """
 
     def __init__(
-        self, label_names: tuple[str, ...] = MEGC2019_LABELS, drop_rate: float = 0.5, flip_prob: float = 0.0
+        self, label_names: tuple[str, ...] = MEGC2019_LABELS, drop_rate: float = 0.5, flip_prob: float = 0.0,
+        shift_px: int = 0,
     ) -> None:
         super().__init__()
         self.flip_prob = flip_prob
+        self.shift_px = shift_px
         label_names = tuple(label_names)
         self.cfg = STSTNET_CFG if label_names == STSTNET_CFG.label_names else _cfg_with_labels(label_names)
         self.num_classes = len(label_names)
@@ -91,7 +95,7 @@ class STSTNet(nn.Module):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """(N, 3, 28, 28) motion image -> (N, 16, 5, 5) pooled feature map."""
         if self.training:
-            x = random_mirror(x, self.flip_prob, _U_PLANE, 255.0)
+            x = random_shift(random_mirror(x, self.flip_prob, _U_PLANE, 255.0), self.shift_px)
         streams = (
             self._stream(x, self.conv1, self.bn1),
             self._stream(x, self.conv2, self.bn2),
