@@ -54,7 +54,7 @@ from streamer.faces.rois import spotting_rois
 from streamer.spotting.intervals import SpottedInterval
 from streamer.spotting.params import DetectParams, FlowParams
 from streamer.spotting.ring_buffer import FaceRingBuffer
-from streamer.spotting.signal import SignalDetector
+from streamer.spotting.signal import DetectorSpotter, SignalDetector
 
 BROW_EYE = {"left_eyebrow": "left_eye", "right_eyebrow": "right_eye"}  # brow -> the eye below it (image sides)
 EYE_ROIS = tuple(BROW_EYE.values())
@@ -71,7 +71,7 @@ FOREHEAD = 0.1  # the face outline reaches this far (share of the crop) above th
 GRID_STEP = 4  # pixels between the flow samples the global motion is fitted to
 
 
-class FlowSpotter:
+class FlowSpotter(DetectorSpotter):
     """Streaming optical-flow ROI spotter for one face track (see the module doc)."""
 
     def __init__(self, flow: FlowParams, detect: DetectParams, fps: float) -> None:
@@ -101,20 +101,6 @@ class FlowSpotter:
         self._previous_t = 0.0
         self._engine = _flow_engine(flow)
 
-    @property
-    def signal(self) -> float:
-        """Last frame's signal value (crop pixels), for the per-frame CSV."""
-        return self.detector.value
-
-    @property
-    def threshold(self) -> float:
-        return self.detector.threshold
-
-    @property
-    def provisional(self) -> dict[int, tuple[int, int]]:
-        """Intervals still in the look-ahead: {region id: (onset frame, apex frame)} as they stand."""
-        return self.detector.provisional
-
     def push(self, gray: np.ndarray, t: float, index: int, points: np.ndarray) -> list[SpottedInterval]:
         """Add one aligned crop; returns the intervals that became final with it."""
         if self.buffer is None:
@@ -129,9 +115,6 @@ class FlowSpotter:
         self._last_t = t
         self._previous, self._previous_t = index, t
         return self.detector.push(index, t, value)
-
-    def flush(self) -> list[SpottedInterval]:
-        return self.detector.flush()
 
     def _smooth_points(self, points: np.ndarray, t: float) -> None:
         tau = self.params.landmark_smoothing_s

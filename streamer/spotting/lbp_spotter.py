@@ -23,7 +23,7 @@ from streamer.faces.rois import spotting_rois
 from streamer.spotting.intervals import SpottedInterval
 from streamer.spotting.params import DetectParams, LbpParams
 from streamer.spotting.ring_buffer import IndexedRing
-from streamer.spotting.signal import SignalDetector, frames_for
+from streamer.spotting.signal import DetectorSpotter, SignalDetector, frames_for
 
 N_BINS = 59  # 58 uniform 8-bit patterns + one bin for all the others
 NEIGHBOURS = ((-1, -1), (-1, 0), (-1, 1), (0, 1), (1, 1), (1, 0), (1, -1), (0, -1))  # clockwise from top-left
@@ -80,7 +80,7 @@ class _FeatureRing(IndexedRing):
         self.distance = np.zeros(capacity)  # F of the frame (once its head frame has arrived)
 
 
-class LbpSpotter:
+class LbpSpotter(DetectorSpotter):
     """Streaming LBP-chi-squared spotter for one face track (see the module doc)."""
 
     def __init__(self, lbp: LbpParams, detect: DetectParams, fps: float) -> None:
@@ -92,20 +92,6 @@ class LbpSpotter:
         self._features: LbpFeatures | None = None
         self._mask: np.ndarray | None = None
         self._average = None
-
-    @property
-    def signal(self) -> float:
-        """Last contrast value pushed to the detector (it lags the newest frame by 2k frames)."""
-        return self.detector.value
-
-    @property
-    def threshold(self) -> float:
-        return self.detector.threshold
-
-    @property
-    def provisional(self) -> dict[int, tuple[int, int]]:
-        """Intervals still in the look-ahead: {region id: (onset frame, apex frame)} as they stand."""
-        return self.detector.provisional
 
     def push(self, gray: np.ndarray, t: float, index: int, points: np.ndarray) -> list[SpottedInterval]:
         if self._ring is None:
@@ -127,9 +113,6 @@ class LbpSpotter:
         middle = self._position_slot(2 * self.k)
         contrast = ring.distance[middle] - 0.5 * (ring.distance[centre] + ring.distance[self._position_slot(3 * self.k)])
         return self.detector.push(int(ring.indices[middle]), float(ring.times[middle]), max(0.0, contrast))
-
-    def flush(self) -> list[SpottedInterval]:
-        return self.detector.flush()
 
     def _position_slot(self, back: int) -> int:
         """Slot of the frame ``back`` pushes before the newest."""

@@ -268,6 +268,31 @@ class SignalDetector:
         )
 
 
+class DetectorSpotter:
+    """What a spotter built on a :class:`SignalDetector` reports through it: the spotters
+    (``FlowSpotter``, ``LbpSpotter``) differ in the signal they compute, not in how it is read."""
+
+    detector: SignalDetector
+
+    @property
+    def signal(self) -> float:
+        """The last value pushed to the detector, for the per-frame CSV (the flow spotter's: this
+        frame's motion in crop pixels; the LBP spotter's: a contrast that lags by its window)."""
+        return self.detector.value
+
+    @property
+    def threshold(self) -> float:
+        return self.detector.threshold
+
+    @property
+    def provisional(self) -> dict[int, tuple[int, int]]:
+        """Intervals still in the look-ahead: {region id: (onset frame, apex frame)} as they stand."""
+        return self.detector.provisional
+
+    def flush(self) -> list[SpottedInterval]:
+        return self.detector.flush()
+
+
 def _walk(signal: np.ndarray, peak: int, step: int, level: float, valley: float) -> int:
     """Walk from ``peak`` in direction ``step`` to the boundary frame (see the module doc, step 4).
 
