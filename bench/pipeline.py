@@ -37,6 +37,7 @@ import numpy as np
 
 from streamer.capture import CaptureLoop
 from streamer.commands.analyze import analyze_file
+from streamer.front_end import build_tracker
 from streamer.front_end_worker import FrontEndWorker
 from streamer.publisher import EventPublisher
 from streamer.session import build_pipeline, open_recognizer
@@ -133,9 +134,10 @@ def stream_latency(path: Path, work: Path, config, recognizer) -> dict:
     """
     paced = config.model_copy(update={"capture": config.capture.model_copy(update={"file_playback": "realtime"})})
     publisher = EventPublisher("tcp://127.0.0.1:*", None, work / "journal.jsonl")
+    tracker = build_tracker(paced.faces)  # models loaded before the paced source starts, as mer stream does
     loop = CaptureLoop(path, paced.capture).start()
     pipeline = build_pipeline(paced, stream_id="bench", fps=loop.source.fps or 30.0, recognizer=recognizer,
-                              emit=publisher.publish)
+                              emit=publisher.publish, tracker=tracker)
     for frame in loop:
         pipeline.process(frame)
     live = list(pipeline.stats.event_delays)  # events decided while the stream ran

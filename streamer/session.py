@@ -55,7 +55,8 @@ def build_pipeline(
     tracker=None,
 ) -> Pipeline:
     """The pipeline of one stream; ``spot_params`` is ``load_spot_profile(config)`` when already loaded,
-    ``tracker`` the face front end when it runs elsewhere (``front_end_worker.RemoteTracker``)."""
+    ``tracker`` the face front end when it was built ahead (``mer stream`` loads its models before
+    the source opens) or runs elsewhere (``front_end_worker.RemoteTracker``)."""
     if spot_params is None:
         spot_params = load_spot_profile(config)
     if metrics is not None:

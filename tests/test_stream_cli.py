@@ -106,11 +106,13 @@ def test_stream_publishes_every_event_to_a_subscriber_process(short_video, tmp_p
     for event in events:
         validate_event(event)
         assert event["stream"] == "cam1" and event["latency_ms"] >= 0
-    # Realtime playback is live: frames the pipeline could not keep up with are dropped and counted.
+    # Realtime playback is live: frames the pipeline could not keep up with would be dropped and
+    # counted. It runs at over ten times real time, and its models are loaded before the source
+    # opens (they used to load while the first second of frames overflowed the queue): none is.
     summary = re.search(r"stream cam1: (\d+) frames, (\d+) events \(last seq (\d+)\), dropped (\{.*\})", out)
     assert summary, out
     processed, dropped = int(summary.group(1)), ast.literal_eval(summary.group(4))
-    assert processed + sum(dropped.values()) == 300 and set(dropped) <= {"queue_full"}
+    assert (processed, dropped) == (300, {})
     assert int(summary.group(2)) == int(summary.group(3)) == len(events)
 
     frames = scraped['mer_frames_read_total{stream=cam1}']

@@ -25,7 +25,7 @@ from streamer.capture import CaptureCounters, CaptureLoop
 from streamer.event_transport import CurveServerKeys, check_exposure
 from streamer.metrics import StreamMetrics, serve_metrics
 from streamer.publisher import EventPublisher
-from streamer.front_end import frames_in_color
+from streamer.front_end import build_tracker, frames_in_color
 from streamer.session import build_pipeline, load_spot_profile, open_recognizer
 from streamer.stream_config import load_stream_config
 
@@ -108,10 +108,13 @@ def run_stream(args: argparse.Namespace) -> int:
         if exposed is not None:
             check_exposure(exposed, curve, insecure=insecure)
     # Refusals come before anything is bound, created or read: the profiles, then the engine,
-    # which is loaded and test-run here; then each resource in turn, every one closed again if
-    # a later one fails (the ExitStack).
+    # which is loaded and test-run here, then the landmark models; then each resource in turn,
+    # every one closed again if a later one fails (the ExitStack).
     spot_params = load_spot_profile(config)
     recognizer = open_recognizer(config, args.engine)
+    # The face front end loads its models here (about 1 s for dlib's): a missing model is refused
+    # before anything is bound, and a live source's first frames are not dropped while they load.
+    tracker = build_tracker(config.faces)
     metrics = StreamMetrics(stream_id)
     counters = CaptureCounters(on_read=lambda frame: metrics.frames_read(),
                                on_drop=lambda reason, index: metrics.frame_dropped(reason),
@@ -140,7 +143,8 @@ def run_stream(args: argparse.Namespace) -> int:
             if _opened(loop, stop_requested):
                 fps = loop.source.fps or config.capture.camera.fps or 30.0
                 pipeline = build_pipeline(config, stream_id=stream_id, fps=fps, recognizer=recognizer,
-                                          emit=publisher.publish, metrics=metrics, spot_params=spot_params)
+                                          emit=publisher.publish, metrics=metrics, spot_params=spot_params,
+                                          tracker=tracker)
                 log.info("stream %s: %s at %.1f fps, engine %s (%s), events on %s", stream_id, loop.source.name,
                          fps, recognizer.engine_id, recognizer.backend, publisher.endpoint)
                 for frame in loop:
