@@ -212,3 +212,31 @@ def test_a_run_decodes_colour_only_when_something_needs_it():
     assert frames_in_color(FacesConfig(backend="dlib"), color_crops=True) is True
     assert frames_in_color(FacesConfig(backend="mediapipe")) is True
     assert frames_in_color() is False  # the default profile's backend is dlib
+
+
+def test_a_corrupt_face_landmarker_is_refused_by_name_before_mer_stream_binds_anything(monkeypatch, tmp_path, capsys):
+    """MediaPipe's own failure ("Unable to open zip archive.") becomes an error naming the file; mer
+    stream loads the landmark models before it opens its journal, sockets or source."""
+    import socket
+
+    from streamer.cli import main
+    from tests.streaming_fixtures import free_port
+
+    corrupt = tmp_path / "face_landmarker.task"
+    corrupt.write_bytes(np.random.default_rng(0).integers(0, 256, 4000, dtype=np.uint8).tobytes())
+    monkeypatch.setenv(model_files.FACE_LANDMARKER_ENV, str(corrupt))  # searched first
+    with pytest.raises(InputError, match="could not load its face landmarker model") as refused:
+        create_backend("mediapipe")
+    assert str(corrupt) in str(refused.value)
+
+    profile = tmp_path / "mediapipe.toml"
+    profile.write_text('[faces]\nbackend = "mediapipe"\n')
+    journal = tmp_path / "events" / "events.jsonl"
+    port = free_port()
+    code = main(["stream", "--source", str(tmp_path / "never_opened.mp4"), "--config", str(profile),
+                 "--endpoint", f"tcp://127.0.0.1:{port}", "--journal", str(journal), "--no-metrics"])
+    assert code == 2
+    assert f"{corrupt}: MediaPipe could not load its face landmarker model" in capsys.readouterr().err
+    assert not journal.parent.exists()  # nothing was created
+    with socket.socket() as probe:  # the endpoint was never bound
+        probe.bind(("127.0.0.1", port))

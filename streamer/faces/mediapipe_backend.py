@@ -15,6 +15,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from engines.errors import InputError
 from streamer.faces.boxes import box_from_points, grow_box
 from streamer.faces.model_files import face_landmarker_path
 from streamer.faces.mp_to_68 import mesh_to_68
@@ -60,7 +61,11 @@ class MediaPipeBackend:
             return vision.FaceLandmarker.create_from_options(options)
 
         log.debug("loading MediaPipe FaceLandmarker from %s", path)
-        self._whole = landmarker(max_faces)
+        try:
+            self._whole = landmarker(max_faces)
+        except (RuntimeError, ValueError) as exc:  # MediaPipe's own words, e.g. "Unable to open zip archive."
+            raise InputError(f"MediaPipe could not load its face landmarker model ({exc}); replace the file with "
+                             "scripts/fetch_face_landmarker.sh (docs/faces.md)", path=path) from None
         self._single = landmarker(1)
 
     def detect(self, image_bgr: np.ndarray) -> list[FaceLandmarks]:
