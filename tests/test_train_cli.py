@@ -184,13 +184,13 @@ def test_final_model_trains_on_every_sample_and_its_engine_says_so(toy_composite
         assert torch.equal(tensor, expected.state_dict[name]), name
     assert not torch.equal(final_model.fc.weight, fold_model.fc.weight)
 
-    for checkpoint, engine, expected in (
+    for checkpoint, engine, described in (
         (out / "final.pth", tmp_path / "engine_final", "every sample of the dataset (36 samples, 6 subjects"),
         (out / "weights" / "sub01.pth", tmp_path / "engine_sub01", "the LOSO fold that held out subject sub01"),
     ):
         assert main(["-q", "export", "--checkpoint", str(checkpoint), "--out", str(engine)]) == 0
         training = read_manifest(engine).data["training"]
-        assert training["weights"].startswith(expected)
+        assert training["weights"].startswith(described)
         assert training["recipe"]["seed"] == 3 and training["dataset"] == "megc2019-flow"
 
 
