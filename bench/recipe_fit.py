@@ -2,8 +2,8 @@
 
 Run from the repository root::
 
-    .venv/bin/python -m bench.recipe_fit --model ststnet --recipe configs/train/ststnet_fast.toml \\
-        --root ../shared/data/HTNet [--fold 0] [--set lr=3e-4 --set epochs=300 ...]
+    .venv/bin/python -m bench.recipe_fit --recipe configs/train/ststnet_fast.toml \\
+        --root ../shared/data/HTNet [--fold 0] [--set lr=3e-4 --set model=hars_ststnet,lr=3e-4 ...]
 
 It trains one LOSO fold (``--fold``: its index in subject order) with the recipe, once as written
 and once per ``--set`` override (``key=value[,key=value]``), then scores the model on the samples
@@ -65,7 +65,6 @@ def main(argv=None) -> None:
     from training.commands.train import _load_task
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", default="ststnet")
     parser.add_argument("--recipe", required=True)
     parser.add_argument("--dataset", default="megc2019-flow")
     parser.add_argument("--root", required=True)
@@ -74,14 +73,15 @@ def main(argv=None) -> None:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
 
-    base = load_recipe(args.model, args.recipe)
+    base = load_recipe("", args.recipe)
     task_args = SimpleNamespace(dataset=args.dataset, root=args.root, sheet=None, class_map="megc3", folds=None)
-    samples, inputs, labels, class_map, folds, _ = _load_task(task_args, args.model, dict(base.model_options))
-    fold = folds[args.fold]
-    subjects = [sample.subject for sample in samples]
     rows = []
     for spec in ["", *args.set]:
         recipe = base.model_copy(update=_overrides(spec, base)) if spec else base
+        # The model's inputs (the same samples and folds for every model of one dataset).
+        samples, inputs, labels, class_map, folds, _ = _load_task(task_args, recipe.model, dict(recipe.model_options))
+        fold = folds[args.fold]
+        subjects = [sample.subject for sample in samples]
         row = {"recipe": args.recipe + (f" + {spec}" if spec else ""), "fold": fold.test_subject,
                **training_fit(recipe, fold, inputs, labels, subjects, class_map.classes)}
         rows.append(row)
