@@ -16,7 +16,7 @@ the worker; the next file starts a new one.
 The two processes talk over two plain pipes, not ``multiprocessing.Queue``: a queue between
 spawned processes rests on named POSIX semaphores, which Python's resource tracker follows and,
 now and then, reported as leaked when ``mer analyze`` exited (a warning printed after the
-run's last line; seen in about 1 run in 25 of tests/test_faults_analyze.py on a loaded machine).
+run's last line: 2 of 88 repetitions of tests/test_faults_analyze.py's run on a loaded machine).
 A pipe needs no named resource. The worker runs ahead of the caller by at most
 ``QUEUE_BATCHES`` messages, as the bounded queue did: its tracker hands each message to a
 sender thread through a bounded in-process queue, and the thread pickles and sends it.
