@@ -37,3 +37,29 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def toy_composite(tmp_path_factory):
+    """A 36-sample composite (6 subjects, 2 per source dataset) whose classes differ by a bright band."""
+    import numpy as np
+
+    from training.datasets.sheets import write_composite_flow_images, write_composite_sheet
+    from training.samples import Sample
+
+    root = tmp_path_factory.mktemp("composite")
+    rng = np.random.default_rng(7)
+    samples, images = [], []
+    for source, subjects in (("casme2", ["sub01", "sub02"]), ("smic", ["s01", "s02"]), ("samm", ["006", "007"])):
+        for subject in subjects:
+            for index in range(6):
+                label = ("negative", "positive", "surprise")[index % 3]
+                sample = Sample("megc2019-flow", subject, f"{subject}_{index}", label, labels={"megc3": label}, source=source)
+                image = rng.integers(0, 90, (28, 28, 3)).astype(np.uint8)
+                rows = slice(9 * (index % 3), 9 * (index % 3) + 9)  # class-specific band
+                image[rows, :, :] += 150
+                samples.append(sample)
+                images.append((sample, image))
+    write_composite_sheet(root / "combined_3_class2_for_optical_flow.csv", samples)
+    write_composite_flow_images(root, images)
+    return root

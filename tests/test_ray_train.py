@@ -18,7 +18,6 @@ from engines.checkpoints import read_state_dict  # noqa: E402
 from streamer.cli import main  # noqa: E402
 from tests.streaming_fixtures import REPO  # noqa: E402
 from tests.test_ray_analyze import ray_cluster  # noqa: E402,F401  (the module's cluster)
-from tests.test_train_cli import toy_composite  # noqa: E402,F401  (the module's data)
 
 pytestmark = pytest.mark.slow
 
@@ -41,7 +40,7 @@ def assert_same_run(expected, actual) -> None:
 
 
 @pytest.fixture(scope="module")
-def local_run(toy_composite, tmp_path_factory):  # noqa: F811
+def local_run(toy_composite, tmp_path_factory):
     """Seed 3 on this machine, in the local pool of two fold processes."""
     out = tmp_path_factory.mktemp("local") / "run"
     assert _train(toy_composite, out, "--seed", "3", "--workers", "2") == 0

@@ -9,7 +9,6 @@ import cv2
 import numpy as np
 
 from bench.recipe_fit import main
-from tests.test_train_cli import toy_composite  # noqa: F401  (the fixture)
 from training.datasets import load_dataset
 from training.datasets.megc2019_flow import flow_image_path
 from training.protocol import leave_one_subject_out
@@ -32,7 +31,7 @@ def _fit(root, recipe, capsys, *overrides: str) -> list[dict]:
     return [{key: value for key, value in row.items() if key != "seconds"} for row in rows]
 
 
-def test_fit_rises_with_the_learning_rate_and_ignores_the_held_out_subject(toy_composite, tmp_path, capsys):  # noqa: F811
+def test_fit_rises_with_the_learning_rate_and_ignores_the_held_out_subject(toy_composite, tmp_path, capsys):
     recipe = tmp_path / "toy.toml"
     recipe.write_text(RECIPE)
     rows = _fit(toy_composite, recipe, capsys, "lr=3e-3", "model=hars_ststnet,lr=3e-3")

@@ -10,36 +10,13 @@ import csv
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from streamer.cli import main
 from training.datasets import load_dataset
-from training.datasets.sheets import write_composite_flow_images, write_composite_sheet
 from training.protocol import leave_one_subject_out
-from training.samples import Sample
 
 CLASSES = ("negative", "positive", "surprise")
-
-
-@pytest.fixture(scope="module")
-def toy_composite(tmp_path_factory):
-    root = tmp_path_factory.mktemp("composite")
-    rng = np.random.default_rng(7)
-    samples, images = [], []
-    for source, subjects in (("casme2", ["sub01", "sub02"]), ("smic", ["s01", "s02"]), ("samm", ["006", "007"])):
-        for subject in subjects:
-            for index in range(6):
-                label = CLASSES[index % 3]
-                sample = Sample("megc2019-flow", subject, f"{subject}_{index}", label, labels={"megc3": label}, source=source)
-                image = rng.integers(0, 90, (28, 28, 3)).astype(np.uint8)
-                rows = slice(9 * (index % 3), 9 * (index % 3) + 9)  # class-specific band
-                image[rows, :, :] += 150
-                samples.append(sample)
-                images.append((sample, image))
-    write_composite_sheet(root / "combined_3_class2_for_optical_flow.csv", samples)
-    write_composite_flow_images(root, images)
-    return root
 
 
 def test_train_writes_every_output_and_evaluate_reproduces_it(toy_composite, tmp_path, capsys):
