@@ -26,7 +26,6 @@ from engines.runtime.tensorrt_support import (
 )
 from streamer.cli import main
 from tests.test_export import make_model
-from tests.test_train_cli import toy_composite  # noqa: F401 - the fixture
 from training.calibration import choose_calibration_samples
 from training.samples import Sample
 
@@ -189,7 +188,7 @@ def test_calibration_samples_take_classes_in_turn_and_skip_excluded_subjects(tmp
         choose_calibration_samples(samples, 5, exclude_subjects=["p0", "p1", "p2", "p3"])
 
 
-def test_calibration_set_command_on_a_composite(engines, toy_composite, tmp_path, capsys) -> None:  # noqa: F811
+def test_calibration_set_command_on_a_composite(engines, toy_composite, tmp_path, capsys) -> None:
     out = tmp_path / "calib.npz"
     assert main(["-q", "calibration-set", "--engine", str(engines["ststnet"]), "--root", str(toy_composite),
                  "--out", str(out), "--count", "9", "--exclude-subjects", "sub01"]) == 0
