@@ -75,11 +75,14 @@ def main(argv=None) -> None:
 
     base = load_recipe("", args.recipe)
     task_args = SimpleNamespace(dataset=args.dataset, root=args.root, sheet=None, class_map="megc3", folds=None)
-    rows = []
+    rows, tasks = [], {}
     for spec in ["", *args.set]:
         recipe = base.model_copy(update=_overrides(spec, base)) if spec else base
-        # The model's inputs (the same samples and folds for every model of one dataset).
-        samples, inputs, labels, class_map, folds, _ = _load_task(task_args, recipe.model, dict(recipe.model_options))
+        # The model's inputs, read once per model and options (the same samples and folds for every model).
+        key = json.dumps([recipe.model, recipe.model_options], sort_keys=True)
+        if key not in tasks:
+            tasks[key] = _load_task(task_args, recipe.model, dict(recipe.model_options))
+        samples, inputs, labels, class_map, folds, _ = tasks[key]
         fold = folds[args.fold]
         subjects = [sample.subject for sample in samples]
         row = {"recipe": args.recipe + (f" + {spec}" if spec else ""), "fold": fold.test_subject,
