@@ -276,11 +276,14 @@ class _ResultSender:
         self._connection.close()
 
     def _send_all(self) -> None:
+        caller_gone = False
         while (message := self._pending.get()) is not None:
+            if caller_gone:
+                continue  # keep taking messages, so that put() and close() never wait on a full queue
             try:
                 self._connection.send(message)
             except OSError:  # the caller is gone: nobody is left to tell
-                return
+                caller_gone = True
 
 
 def _serve(jobs, connection) -> None:
