@@ -22,9 +22,10 @@ from types import SimpleNamespace
 
 import torch
 
+from engines.config import load_config
 from engines.models import create_model
 from training.metrics import pooled_metrics
-from training.recipes import load_recipe
+from training.recipes import TrainRecipe
 from training.trainer import train_fold
 
 
@@ -73,7 +74,7 @@ def main(argv=None) -> None:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
 
-    base = load_recipe("", args.recipe)
+    base = load_config(args.recipe, TrainRecipe)
     task_args = SimpleNamespace(dataset=args.dataset, root=args.root, sheet=None, class_map="megc3", folds=None)
     rows, tasks = [], {}
     for spec in ["", *args.set]:
