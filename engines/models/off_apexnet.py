@@ -24,7 +24,7 @@ from engines.models.blocks import random_mirror
 from engines.models.registry import ModelCfg, class_builder, register_model
 from engines.models.ststnet import MEGC2019_LABELS, STSTNET_CFG
 
-__all__ = ["OFF_APEXNET_CFG", "FlowStream", "OFFApexNet", "off_apexnet"]
+__all__ = ["OFF_APEXNET_CFG", "FlowStream", "OFFApexNet", "flow_stream_features", "off_apexnet"]
 
 OFF_APEXNET_CFG = dataclasses.replace(
     STSTNET_CFG,
@@ -55,6 +55,14 @@ class FlowStream(nn.Module):
         return self.pool(self.relu(self.conv2(self.pool(self.relu(self.conv1(x))))))
 
 
+def flow_stream_features(x: torch.Tensor, stream_u: FlowStream, stream_v: FlowStream) -> torch.Tensor:
+    """(N, 3, 28, 28) BGR composite, 0..255 -> (N, 32, 7, 7): its u plane through ``stream_u``, its v
+    plane through ``stream_v``, each rescaled to -1..1 first (the strain plane is not read)."""
+    x = x / 127.5 - 1.0
+    u, v = x[:, _U_PLANE : _U_PLANE + 1], x[:, _V_PLANE : _V_PLANE + 1]
+    return torch.cat((stream_u(u), stream_v(v)), dim=1)
+
+
 class OFFApexNet(nn.Module):
     """OFF-ApexNet as the paper describes it (3 classes: 2,664,475 trainable parameters);
     ``label_names`` sets the number of outputs (3 for MEGC2019).
@@ -63,6 +71,9 @@ class OFFApexNet(nn.Module):
     model. ``flip_prob > 0`` mirrors training samples left-right (u becomes 255 - u), an
     augmentation the paper does not use; it adds no parameters.
     """
+
+    feature_maps = 32
+    """Maps that ``forward_features`` returns (16 per flow stream); sizes the first FC layer."""
 
     def __init__(
         self,
@@ -82,7 +93,7 @@ class OFFApexNet(nn.Module):
         self.stream_u = FlowStream()
         self.stream_v = FlowStream()
         size = self.cfg.input_size[-1] // 4  # two 2x2 poolings: 28 -> 7
-        self.fc1 = nn.Linear(2 * 16 * size * size, hidden_features)
+        self.fc1 = nn.Linear(self.feature_maps * size * size, hidden_features)
         self.fc2 = nn.Linear(hidden_features, hidden_features)
         self.relu = nn.ReLU()
         self.dropout = nn.Dropout(p=drop_rate)
@@ -93,9 +104,7 @@ class OFFApexNet(nn.Module):
         """(N, 3, 28, 28) BGR composite -> (N, 32, 7, 7): the u stream's 16 maps, then the v stream's."""
         if self.training:
             x = random_mirror(x, self.flip_prob, _U_PLANE, 255.0)
-        x = x / 127.5 - 1.0
-        u, v = x[:, _U_PLANE : _U_PLANE + 1], x[:, _V_PLANE : _V_PLANE + 1]
-        return torch.cat((self.stream_u(u), self.stream_v(v)), dim=1)
+        return flow_stream_features(x, self.stream_u, self.stream_v)
 
     def forward_head(self, features: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         """(N, 32, 7, 7) -> (N, K) logits, or the (N, 1024) output of the second FC layer if ``pre_logits``."""
