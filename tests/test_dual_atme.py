@@ -81,6 +81,19 @@ def test_puzzle_resizes_the_box_content_not_its_surroundings() -> None:
     assert set(PUZZLE_BOXES) == {"image_left_eyebrow", "image_right_eyebrow", "mouth"}
 
 
+def test_puzzle_source_mask_is_exactly_what_the_puzzle_reads() -> None:
+    puzzle = FacePuzzle()
+    mask = puzzle.source_mask()
+    assert mask.shape == (28, 28) and int(mask.sum()) == 7 * 28 + 10 * 20  # both brows' rows, the mouth box
+    face = torch.rand((1, 1, 28, 28), generator=torch.Generator().manual_seed(0))
+    outside = torch.where(mask, face, torch.rand((1, 1, 28, 28)))
+    assert torch.equal(puzzle(outside), puzzle(face))
+    for row, col in mask.nonzero()[:: 37].tolist():
+        moved = face.clone()
+        moved[..., row, col] += 1.0
+        assert not torch.equal(puzzle(moved), puzzle(face)), (row, col)
+
+
 def test_cbam_only_on_the_full_face_branch() -> None:
     model = create_model("dual_atme")
     attention = [name for name, module in model.named_modules() if isinstance(module, CBAM)]

@@ -8,7 +8,6 @@ import torch
 
 from engines.models import create_model, list_models
 from engines.models.complexity import count_flops, count_parameters
-from engines.models.dual_atme import PUZZLE_BOXES
 from engines.models.hars_off_apexnet import HarsOFFApexNet
 from engines.models.off_apexnet import OFF_APEXNET_CFG
 
@@ -61,26 +60,13 @@ def test_face_streams_are_off_apexnets_and_maps_are_face_then_puzzle() -> None:
         assert model(x).shape == (4, 3)
 
 
-def test_puzzle_streams_see_only_the_eyebrow_and_mouth_boxes_and_no_strain() -> None:
+def test_the_strain_plane_is_not_read() -> None:
     model = create_model("hars_off_apexnet").eval()
-    inside = torch.zeros(28, 28, dtype=torch.bool)
-    for source, _ in PUZZLE_BOXES.values():
-        top, bottom, left, right = source.pixels(28, 28)
-        inside[top:bottom, left:right] = True
-    assert not inside[10, 0] and inside[20, 10]  # a cheek pixel and a mouth pixel
     x = _batch(1, seed=1)
-    cheek, mouth, strain = x.clone(), x.clone(), x.clone()
-    cheek[..., 10, 0] = 255.0 - cheek[..., 10, 0]
-    mouth[..., 20, 10] = 255.0 - mouth[..., 20, 10]
+    strain = x.clone()
     strain[:, 0] = 255.0 - strain[:, 0]
     with torch.no_grad():
-        base = model.forward_features(x)
-        moved_cheek = model.forward_features(cheek)
-        moved_mouth = model.forward_features(mouth)
-        assert torch.equal(model.forward_features(strain), base)  # the strain plane is not read
-    assert torch.equal(moved_cheek[:, 32:], base[:, 32:])  # the puzzle never saw the cheek
-    assert not torch.equal(moved_cheek[:, :32], base[:, :32])  # the face streams did
-    assert not torch.equal(moved_mouth[:, 32:], base[:, 32:])
+        assert torch.equal(model.forward_features(strain), model.forward_features(x))
 
 
 def test_a_mirrored_sample_mirrors_face_and_puzzle_together() -> None:
@@ -93,21 +79,3 @@ def test_a_mirrored_sample_mirrors_face_and_puzzle_together() -> None:
     mirrored[:, 2] = 255.0 - mirrored[:, 2]  # u is plane 2 of (strain, v, u)
     with torch.no_grad():
         assert torch.allclose(flipping.forward_features(x), plain.forward_features(mirrored))
-
-
-def test_learns_a_puzzle_only_signal() -> None:
-    """Classes that differ only in the mouth box's u plane: 40 Adam steps separate them."""
-    torch.manual_seed(0)
-    model = create_model("hars_off_apexnet", drop_rate=0.0)
-    x = 128 + 10 * torch.randn(90, 3, 28, 28)
-    y = torch.arange(90) % 3
-    x[:, 2, 15:25, 4:24] += 40.0 * (y.float() - 1.0)[:, None, None]
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
-    for _ in range(40):
-        optimizer.zero_grad()
-        torch.nn.functional.cross_entropy(model(x), y).backward()
-        optimizer.step()
-    model.eval()
-    with torch.no_grad():
-        accuracy = float((model(x).argmax(1) == y).float().mean())
-    assert accuracy > 0.9

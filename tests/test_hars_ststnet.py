@@ -8,7 +8,6 @@ from pathlib import Path
 import torch
 
 from engines.models import create_model, list_models
-from engines.models.dual_atme import PUZZLE_BOXES
 from engines.models.hars_ststnet import HarsSTSTNet
 from engines.models.ststnet import STSTNET_CFG
 
@@ -48,44 +47,6 @@ def test_face_branch_is_ststnet_and_features_are_face_then_puzzle() -> None:
         assert torch.equal(features[:, 16:], model.puzzle_net.forward_features(model.puzzle(x)))
         assert model.forward_head(features, pre_logits=True).shape == (4, 800)
         assert model(x).shape == (4, 3)
-
-
-def test_puzzle_branch_sees_only_the_eyebrow_and_mouth_boxes() -> None:
-    model = create_model("hars_ststnet").eval()
-    inside = torch.zeros(28, 28, dtype=torch.bool)
-    for source, _ in PUZZLE_BOXES.values():
-        top, bottom, left, right = source.pixels(28, 28)
-        inside[top:bottom, left:right] = True
-    assert not inside[10, 0] and inside[20, 10]  # a cheek pixel and a mouth pixel
-    x = _batch(1)
-    cheek, mouth = x.clone(), x.clone()
-    cheek[..., 10, 0] += 50.0
-    mouth[..., 20, 10] += 50.0
-    with torch.no_grad():
-        base = model.forward_features(x)
-        moved_cheek = model.forward_features(cheek)
-        moved_mouth = model.forward_features(mouth)
-    assert torch.equal(moved_cheek[:, 16:], base[:, 16:])  # the puzzle never saw the cheek
-    assert not torch.equal(moved_cheek[:, :16], base[:, :16])  # the face branch did
-    assert not torch.equal(moved_mouth[:, 16:], base[:, 16:])
-
-
-def test_learns_a_puzzle_only_signal() -> None:
-    """Classes that differ only inside the mouth box: 60 Adam steps separate them."""
-    torch.manual_seed(0)
-    model = create_model("hars_ststnet", drop_rate=0.0)
-    x = 128 + 10 * torch.randn(90, 3, 28, 28)
-    y = torch.arange(90) % 3
-    x[:, :, 15:25, 4:24] += 40.0 * (y.float() - 1.0)[:, None, None, None]
-    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
-    for _ in range(60):
-        optimizer.zero_grad()
-        torch.nn.functional.cross_entropy(model(x), y).backward()
-        optimizer.step()
-    model.eval()
-    with torch.no_grad():
-        accuracy = float((model(x).argmax(1) == y).float().mean())
-    assert accuracy > 0.9
 
 
 def test_model_card_states_the_measured_parameter_count() -> None:

@@ -30,6 +30,7 @@ from engines.models.ststnet import MEGC2019_LABELS, STSTNET_CFG
 __all__ = [
     "DUAL_ATME_CFG",
     "PUZZLE_BOXES",
+    "PUZZLE_BOXES_NOTE",
     "Box",
     "DualATME",
     "FacePuzzle",
@@ -64,6 +65,11 @@ PUZZLE_BOXES: dict[str, tuple[Box, Box]] = {
     "mouth": (Box(15 / 28, 25 / 28, 4 / 28, 24 / 28), Box(0.5, 1.0, 0.0, 1.0)),
 }
 
+# The boxes in pixels of the composite's 28x28 face, for the model cards' ``notes`` (every model
+# with a puzzle branch states them).
+PUZZLE_BOXES_NOTE = "puzzle boxes as (top, bottom, left, right) pixels of the 28x28 face, bottom/right exclusive: " + (
+    "; ".join(f"{name} {src.pixels(28, 28)}" for name, (src, _) in PUZZLE_BOXES.items()))
+
 # Plane index of the horizontal flow u in the BGR composite (strain, v, u).
 _U_PLANE = STSTNET_CFG.channels.index("u")
 
@@ -82,8 +88,7 @@ DUAL_ATME_CFG = dataclasses.replace(
     license_note="reimplementation from the paper; the public code has no licence file; research use, cite the paper",
     train_datasets=("casme2", "smic-hs", "samm"),
     protocol="MEGC2019 composite, leave-one-subject-out over 68 subjects",
-    notes="fixed puzzle boxes as (top, bottom, left, right) pixels of the 28x28 face, bottom/right exclusive: "
-    + "; ".join(f"{name} {src.pixels(28, 28)}" for name, (src, _) in PUZZLE_BOXES.items()),
+    notes="fixed " + PUZZLE_BOXES_NOTE,
 )
 
 
@@ -105,6 +110,13 @@ class FacePuzzle(nn.Module):
         self.in_size = tuple(in_size)
         self.out_size = tuple(out_size)
         self.rects = [(source.pixels(*self.in_size), tile.pixels(*self.out_size)) for source, tile in boxes.values()]
+
+    def source_mask(self) -> torch.Tensor:
+        """(*in_size) booleans: True on the face pixels that some box crops (all the puzzle sees)."""
+        mask = torch.zeros(self.in_size, dtype=torch.bool)
+        for (top, bottom, left, right), _ in self.rects:
+            mask[top:bottom, left:right] = True
+        return mask
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(N, C, *in_size) face -> (N, C, *out_size) puzzle."""

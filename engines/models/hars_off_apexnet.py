@@ -17,7 +17,7 @@ import dataclasses
 import torch
 
 from engines.models.blocks import random_mirror
-from engines.models.dual_atme import PUZZLE_BOXES, FacePuzzle
+from engines.models.dual_atme import PUZZLE_BOXES, PUZZLE_BOXES_NOTE, FacePuzzle
 from engines.models.off_apexnet import _U_PLANE, FlowStream, OFFApexNet, flow_stream_features
 from engines.models.registry import class_builder, register_model
 from engines.models.ststnet import MEGC2019_LABELS
@@ -48,9 +48,7 @@ class HarsOFFApexNet(OFFApexNet):
             paper="OFF-ApexNet (Gan et al., Signal Processing: Image Communication 2019) with the HARS puzzle "
             "branch of Dual-ATME (Zhou et al., Entropy 2023); a combination of this project's, not a published model",
             license_note="this project's model; cite both papers",
-            notes="reads only the u and v planes; puzzle boxes as Dual-ATME's on the composite, (top, bottom, left, "
-            "right) pixels of the 28x28 face, bottom/right exclusive: "
-            + "; ".join(f"{name} {src.pixels(28, 28)}" for name, (src, _) in PUZZLE_BOXES.items()),
+            notes="reads only the u and v planes; Dual-ATME's " + PUZZLE_BOXES_NOTE,
         )
         self.puzzle = FacePuzzle(PUZZLE_BOXES, self.cfg.input_size[1:], self.cfg.input_size[1:])
         self.puzzle_stream_u = FlowStream()

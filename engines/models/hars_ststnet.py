@@ -18,7 +18,7 @@ import dataclasses
 import torch
 from torch import nn
 
-from engines.models.dual_atme import PUZZLE_BOXES, FacePuzzle
+from engines.models.dual_atme import PUZZLE_BOXES, PUZZLE_BOXES_NOTE, FacePuzzle
 from engines.models.registry import class_builder, register_model
 from engines.models.ststnet import MEGC2019_LABELS, STSTNET_CFG, STSTNet
 
@@ -32,9 +32,7 @@ HARS_STSTNET_CFG = dataclasses.replace(
     paper="STSTNet (Liong et al., FG 2019) with the HARS puzzle branch of Dual-ATME (Zhou et al., Entropy 2023); "
     "a combination of this project's, not a published model",
     license_note="this project's model; cite both papers",
-    notes="puzzle boxes as Dual-ATME's on the composite, (top, bottom, left, right) pixels of the 28x28 face, "
-    "bottom/right exclusive: "
-    + "; ".join(f"{name} {src.pixels(28, 28)}" for name, (src, _) in PUZZLE_BOXES.items()),
+    notes="Dual-ATME's " + PUZZLE_BOXES_NOTE,
 )
 
 
