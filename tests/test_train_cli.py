@@ -110,7 +110,7 @@ def test_an_interrupted_run_resumes_to_the_uninterrupted_result(toy_composite, t
     # but not by a recipe that sets one of them otherwise.
     state_path = partial / "run_state.json"
     state = json.loads(state_path.read_text())
-    for added in ("label_smoothing", "average_last_epochs"):
+    for added in ("label_smoothing", "average_last_epochs", "mixup_alpha"):
         del state["recipe"][added]
     state_path.write_text(json.dumps(state))
     assert main([*common, "--out", str(partial), "--resume"]) == 0

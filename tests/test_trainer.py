@@ -227,3 +227,32 @@ def test_label_smoothing_softens_the_targets_and_is_refused_beside_a_loss_of_its
     with pytest.raises(ValueError, match="loss of its own"):
         train_fold(RECIPE.model_copy(update={"model": "dual_atme", "epochs": 1, "label_smoothing": 0.1}), fold,
                    inputs, labels, subjects, CLASSES)
+
+
+def test_mixup_blends_samples_with_a_permuted_partner_drawn_from_the_seed():
+    from training.trainer import mixup_blend, mixup_draw
+
+    x = torch.arange(4, dtype=torch.float32)[:, None] * torch.ones(4, 3)
+    share, partner = mixup_draw(np.random.default_rng(5), 0.2, 4)
+    again = mixup_draw(np.random.default_rng(5), 0.2, 4)
+    assert share == again[0] and torch.equal(partner, again[1])
+    assert 0.0 <= share <= 1.0 and sorted(partner.tolist()) == [0, 1, 2, 3]
+    blended = mixup_blend(x, 0.75, torch.tensor([1, 0, 3, 2]))
+    assert torch.allclose(blended[:, 0], torch.tensor([0.25, 0.75, 2.25, 2.75]))
+    shares = [mixup_draw(np.random.default_rng(seed), 0.2, 4)[0] for seed in range(200)]
+    assert np.mean([s < 0.1 or s > 0.9 for s in shares]) > 0.5  # Beta(0.2, 0.2) mostly stays near one sample
+
+
+def test_a_fold_trained_with_mixup_is_deterministic_differs_from_plain_and_still_learns():
+    samples, inputs, labels = _task()
+    fold = leave_one_subject_out(samples)[0]
+    subjects = [s.subject for s in samples]
+    mixed = RECIPE.model_copy(update={"mixup_alpha": 0.4})
+    first = train_fold(mixed, fold, inputs, labels, subjects, CLASSES)
+    again = train_fold(mixed, fold, inputs, labels, subjects, CLASSES)
+    plain = train_fold(RECIPE, fold, inputs, labels, subjects, CLASSES)
+    np.testing.assert_array_equal(first.scores, again.scores)
+    assert not np.allclose(first.scores, plain.scores)
+    assert (first.scores.argmax(1) == labels[list(fold.test)].numpy()).mean() > 0.6  # chance is 1/3
+    with pytest.raises(ValueError):
+        TrainRecipe(model="ststnet", epochs=1, batch_size=4, lr=1e-3, mixup_alpha=-0.1)

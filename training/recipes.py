@@ -46,6 +46,11 @@ class TrainRecipe(ConfigModel):
     # 2016): a model cannot drive a tiny training set's loss to zero by growing its logits. Models
     # with their own training loss (Dual-ATME's focal loss) refuse it.
     label_smoothing: float = Field(0.0, ge=0, lt=1)
+    # mixup (Zhang et al. 2018): each training batch is blended with a shuffled copy of itself,
+    # x = m·x_i + (1 - m)·x_j with m ~ Beta(a, a) drawn per batch, and the loss blended the same way
+    # (m·loss(y_i) + (1 - m)·loss(y_j)). On motion images the blend superposes two faces' motion.
+    # 0 = off.
+    mixup_alpha: float = Field(0.0, ge=0)
     validation_fraction: float = Field(0.0, ge=0, lt=1)
     patience: int = Field(50, ge=1)
     seed: int = 0

@@ -115,6 +115,17 @@ def _optimizer(recipe: TrainRecipe, model: nn.Module) -> torch.optim.Optimizer:
     return torch.optim.SGD(parameters, lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay)
 
 
+def mixup_draw(rng: np.random.Generator, alpha: float, size: int) -> tuple[float, torch.Tensor]:
+    """One batch's mixup: the share ``m ~ Beta(alpha, alpha)`` of each sample's own image, and the
+    partner (a permutation of the batch) that contributes the rest."""
+    return float(rng.beta(alpha, alpha)), torch.from_numpy(rng.permutation(size))
+
+
+def mixup_blend(x: torch.Tensor, share: float, partner: torch.Tensor) -> torch.Tensor:
+    """``share·x + (1 - share)·x[partner]``, sample by sample."""
+    return share * x + (1 - share) * x[partner]
+
+
 def _loss(model: nn.Module, logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None,
           label_smoothing: float = 0.0) -> torch.Tensor:
     """The model's own training loss when it defines one (e.g. Dual-ATME), else cross-entropy
@@ -185,8 +196,9 @@ def train_fold(
     averaged = torch.optim.swa_utils.AveragedModel(model) if recipe.average_last_epochs else None
     epochs_run = 0
     # Onset/apex jitter (training.anchor_jitter): each epoch trains on frames drawn near the labelled
-    # ones, from a generator of its own so that a run without it draws exactly as before.
+    # ones, from a generator of its own so that a run without it draws exactly as before; mixup too.
     jitter = torch.Generator().manual_seed(seed + 1) if isinstance(inputs, JitteredInputs) else None
+    mixing = np.random.default_rng(seed + 2) if recipe.mixup_alpha > 0 else None
     for epoch in range(recipe.epochs):
         model.train()
         x_epoch = x_train if jitter is None else inputs.draw(train_index, jitter)
@@ -194,7 +206,14 @@ def train_fold(
         for start in range(0, len(order), recipe.batch_size):
             batch = order[start : start + recipe.batch_size]
             optimizer.zero_grad(set_to_none=True)
-            loss = _loss(model, model(x_epoch[batch]), y_train[batch], weight, recipe.label_smoothing)
+            if mixing is None:
+                loss = _loss(model, model(x_epoch[batch]), y_train[batch], weight, recipe.label_smoothing)
+            else:
+                share, partner = mixup_draw(mixing, recipe.mixup_alpha, len(batch))
+                logits = model(mixup_blend(x_epoch[batch], share, partner))
+                y = y_train[batch]
+                loss = (share * _loss(model, logits, y, weight, recipe.label_smoothing)
+                        + (1 - share) * _loss(model, logits, y[partner], weight, recipe.label_smoothing))
             loss.backward()
             optimizer.step()
         if scheduler is not None and (recipe.lr_decay_epochs is None or epoch < recipe.lr_decay_epochs):
