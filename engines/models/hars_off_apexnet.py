@@ -16,9 +16,8 @@ import dataclasses
 
 import torch
 
-from engines.models.blocks import random_mirror
 from engines.models.dual_atme import PUZZLE_BOXES, PUZZLE_BOXES_NOTE, FacePuzzle
-from engines.models.off_apexnet import _U_PLANE, FlowStream, OFFApexNet, flow_stream_features
+from engines.models.off_apexnet import FlowStream, OFFApexNet, flow_stream_features
 from engines.models.registry import class_builder, register_model
 from engines.models.ststnet import MEGC2019_LABELS
 
@@ -54,13 +53,11 @@ class HarsOFFApexNet(OFFApexNet):
         self.puzzle_stream_u = FlowStream()
         self.puzzle_stream_v = FlowStream()
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """(N, 3, 28, 28) BGR composite -> (N, 64, 7, 7): the face's u and v maps, then the puzzle's."""
-        if self.training:
-            x = random_mirror(x, self.flip_prob, _U_PLANE, 255.0)
-        face = flow_stream_features(x, self.stream_u, self.stream_v)
+    def flow_features(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, 3, 28, 28) BGR composite (mirrored by ``forward_features`` when training) -> (N, 64, 7, 7):
+        the face's u and v maps, then the puzzle's."""
         puzzle = flow_stream_features(self.puzzle(x), self.puzzle_stream_u, self.puzzle_stream_v)
-        return torch.cat((face, puzzle), dim=1)
+        return torch.cat((super().flow_features(x), puzzle), dim=1)
 
 
 hars_off_apexnet = register_model(class_builder(HarsOFFApexNet, "hars_off_apexnet"))

@@ -104,6 +104,11 @@ class OFFApexNet(nn.Module):
         """(N, 3, 28, 28) BGR composite -> (N, 32, 7, 7): the u stream's 16 maps, then the v stream's."""
         if self.training:
             x = random_mirror(x, self.flip_prob, _U_PLANE, 255.0)
+        return self.flow_features(x)
+
+    def flow_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The maps of the (already mirrored) input: ``forward_features`` after augmentation, the
+        part a model built on these streams extends (``hars_off_apexnet`` adds its puzzle's)."""
         return flow_stream_features(x, self.stream_u, self.stream_v)
 
     def forward_head(self, features: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
