@@ -13,6 +13,7 @@ from engines.models import hars_ststnet  # noqa: F401  (registers "hars_ststnet"
 from engines.models import lbp_top  # noqa: F401  (registers "lbp_top")
 from engines.models import mmnet  # noqa: F401  (registers "mmnet")
 from engines.models import off_apexnet  # noqa: F401  (registers "off_apexnet")
+from engines.models import score_average  # noqa: F401  (registers "score_average")
 from engines.models import ststnet  # noqa: F401  (registers "ststnet")
 from engines.models import tldn  # noqa: F401  (registers "tldn")
 from engines.models.registry import (
