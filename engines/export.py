@@ -59,8 +59,11 @@ __all__ = [
     "WEIGHTS_NAME",
     "ExportFormat",
     "RunRecord",
+    "LoadedCheckpoint",
     "export_checkpoint",
+    "export_checkpoints",
     "export_model",
+    "load_checkpoint_model",
     "find_run_record",
 ]
 
@@ -401,17 +404,27 @@ def _weights_trained_on(checkpoint: Path, record: RunRecord) -> str | None:
     return None
 
 
-def export_checkpoint(
+@dataclass(frozen=True)
+class LoadedCheckpoint:
+    """A checkpoint's model with its weights loaded, and what its run folder says about it."""
+
+    model: nn.Module
+    model_args: dict[str, Any]
+    record: RunRecord
+    training: dict[str, Any] | None
+    flow: dict[str, Any]  # flow_method / flow_params / flow_size the run recorded for its inputs
+    source: dict[str, str]
+
+
+def load_checkpoint_model(
     checkpoint: str | Path,
-    out_dir: str | Path,
     *,
     model_name: str | None = None,
     label_names: Sequence[str] | None = None,
     metrics_path: str | Path | None = None,
     model_args: Mapping[str, Any] | None = None,
-    **options: Any,
-) -> EngineManifest:
-    """Build the checkpoint's model from the registry, load its weights, and export it."""
+) -> LoadedCheckpoint:
+    """Build the checkpoint's model from the registry (``model_name``, else its run record's) and load its weights."""
     checkpoint = Path(checkpoint)
     if not checkpoint.is_file():
         raise InputError("checkpoint not found", path=checkpoint)
@@ -441,9 +454,72 @@ def export_checkpoint(
             training["weights"] = trained_on
     # A flow-image model trained on face crops (mer prepare) records the flow its inputs were made with.
     recorded_flow = record.run.get("flow_input") if isinstance(record.run.get("flow_input"), dict) else {}
-    for key in ("flow_method", "flow_params", "flow_size"):
-        if options.get(key) is None and key in recorded_flow:
-            options[key] = recorded_flow[key]
+    flow = {key: recorded_flow[key] for key in ("flow_method", "flow_params", "flow_size") if key in recorded_flow}
     source = {"checkpoint": checkpoint.name, "checkpoint_sha256": file_entry(checkpoint)["sha256"]}
-    return export_model(model, out_dir, model_args=model_args, training=training, metrics=record.metrics,
+    return LoadedCheckpoint(model, model_args, record, training, flow, source)
+
+
+def export_checkpoint(
+    checkpoint: str | Path,
+    out_dir: str | Path,
+    *,
+    model_name: str | None = None,
+    label_names: Sequence[str] | None = None,
+    metrics_path: str | Path | None = None,
+    model_args: Mapping[str, Any] | None = None,
+    **options: Any,
+) -> EngineManifest:
+    """Build the checkpoint's model from the registry, load its weights, and export it."""
+    loaded = load_checkpoint_model(checkpoint, model_name=model_name, label_names=label_names,
+                                   metrics_path=metrics_path, model_args=model_args)
+    for key, value in loaded.flow.items():
+        if options.get(key) is None:
+            options[key] = value
+    return export_model(loaded.model, out_dir, model_args=loaded.model_args, training=loaded.training,
+                        metrics=loaded.record.metrics, source=loaded.source, **options)
+
+
+def export_checkpoints(
+    checkpoints: Sequence[str | Path],
+    out_dir: str | Path,
+    *,
+    label_names: Sequence[str] | None = None,
+    metrics_path: str | Path | None = None,
+    **options: Any,
+) -> EngineManifest:
+    """Several checkpoints, each with its run folder, as one ``score_average`` engine.
+
+    Each member is built as :func:`export_checkpoint` would build it alone; they must share
+    their classes and their input (the ``score_average`` model checks the contract). The
+    engine's metrics come only from ``metrics_path`` (e.g. the ``metrics.json`` that
+    ``mer ensemble`` wrote for the same runs): no member's own metrics describe the average.
+    """
+    from engines.models.score_average import ScoreAverage
+
+    if len(checkpoints) < 2:
+        raise InputError("an ensemble engine needs at least two checkpoints", column="--checkpoint")
+    loaded = [load_checkpoint_model(path, label_names=label_names) for path in checkpoints]
+    classes = {tuple(item.model.cfg.label_names) for item in loaded}
+    if len(classes) > 1:
+        raise InputError(f"the checkpoints predict different classes: {sorted(classes)}", column="--checkpoint")
+    flows = {json.dumps(item.flow, sort_keys=True) for item in loaded}
+    if len(flows) > 1:
+        raise InputError(f"the checkpoints' runs made their inputs with different flows: {sorted(flows)}",
+                         column="--checkpoint")
+    members = [{"model": item.model.cfg.name, "args": item.model_args} for item in loaded]
+    model = ScoreAverage(members, label_names=loaded[0].model.cfg.label_names)
+    for member, item in zip(model.members, loaded):
+        member.load_state_dict(item.model.state_dict())
+    for key, value in loaded[0].flow.items():
+        if options.get(key) is None:
+            options[key] = value
+    metrics = None
+    if metrics_path is not None:
+        if not Path(metrics_path).is_file():
+            raise InputError("metrics file not found", path=Path(metrics_path))
+        metrics = _read_json(Path(metrics_path))
+    training = {"members": [{**(item.training or {}), **item.source, "model": member["model"]}
+                            for item, member in zip(loaded, members)]}
+    source = {"checkpoints": [item.source for item in loaded]}
+    return export_model(model, out_dir, model_args={"members": members}, training=training, metrics=metrics,
                         source=source, **options)

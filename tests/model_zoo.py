@@ -10,13 +10,17 @@ they refuse to predict.
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import torch
 
+from engines.checkpoints import write_state_dict
 from engines.models import create_model
 from training.recipes import RECIPE_DIR, load_recipe
 
-__all__ = ["small_options", "small_model", "random_inputs", "synth_recipe_path"]
+__all__ = ["fake_run", "small_options", "small_model", "random_inputs", "synth_recipe_path"]
 
 
 def synth_recipe_path(name: str):
@@ -51,3 +55,17 @@ def random_images(shape: tuple[int, ...], batch: int, value_range=(0.0, 255.0), 
     """Random float32 inputs of an engine's sample shape within its value range."""
     low, high = value_range
     return np.random.default_rng(seed).uniform(low, high, size=(batch, *shape)).astype(np.float32)
+
+
+def fake_run(run: Path, model_name: str, classes: tuple[str, ...], seed: int = 3) -> Path:
+    """A ``mer train`` output folder of ``model_name`` at its small size: weights/s01.pth, metrics.json,
+    metrics_detail.json; returns the checkpoint."""
+    model = small_model(model_name, seed, label_names=classes)
+    checkpoint = write_state_dict(model.state_dict(), run / "weights" / "s01.pth")
+    (run / "metrics.json").write_text(json.dumps({"all": {"uf1": 0.5, "uar": 0.25, "acc": 0.75}}))
+    detail = {
+        "run": {"model": model_name, "dataset": "megc2019-flow", "protocol": "loso", "class_map": "test4", "folds": 2},
+        "reports": {"all": {"classes": list(classes), "uf1": 0.5}},
+    }
+    (run / "metrics_detail.json").write_text(json.dumps(detail))
+    return checkpoint

@@ -23,7 +23,7 @@ from engines.runtime import load
 from engines.runtime.tensorrt_backend import tensorrt_unavailable_reason
 from streamer.cli import main as mer
 from tests.model_zoo import random_images as model_zoo_images
-from tests.model_zoo import small_model, small_options
+from tests.model_zoo import fake_run, small_model, small_options
 
 MODEL_NAMES = list_models()
 # The registered model with the fewest parameters: the one the option and CLI tests export.
@@ -122,23 +122,9 @@ def test_onnxruntime_matches_torch(exported, batch: int) -> None:
     np.testing.assert_allclose(ort_scores.sum(1), 1.0, atol=1e-5)
 
 
-def _fake_run(tmp_path: Path, model_name: str, classes: tuple[str, ...]) -> Path:
-    """A ``mer train`` output folder: weights/s01.pth, metrics.json, metrics_detail.json."""
-    run = tmp_path / "run"
-    model = make_model(model_name, seed=3, label_names=classes)
-    checkpoint = write_state_dict(model.state_dict(), run / "weights" / "s01.pth")
-    (run / "metrics.json").write_text(json.dumps({"all": {"uf1": 0.5, "uar": 0.25, "acc": 0.75}}))
-    detail = {
-        "run": {"model": model_name, "dataset": "megc2019-flow", "protocol": "loso", "class_map": "test4", "folds": 2},
-        "reports": {"all": {"classes": list(classes), "uf1": 0.5}},
-    }
-    (run / "metrics_detail.json").write_text(json.dumps(detail))
-    return checkpoint
-
-
 def test_checkpoint_in_a_run_folder_needs_no_model_name(tmp_path: Path) -> None:
     classes = ("a", "b", "c", "d")
-    checkpoint = _fake_run(tmp_path, SMALLEST, classes)
+    checkpoint = fake_run(tmp_path / "run", SMALLEST, classes)
     manifest = export_checkpoint(checkpoint, tmp_path / "engine")
     assert manifest.model_name == SMALLEST
     assert manifest.class_names == classes
@@ -161,7 +147,7 @@ def test_bare_checkpoint_without_model_is_refused(tmp_path: Path) -> None:
 
 
 def test_model_name_contradicting_the_run_is_refused(tmp_path: Path) -> None:
-    checkpoint = _fake_run(tmp_path, SMALLEST, ("a", "b"))
+    checkpoint = fake_run(tmp_path / "run", SMALLEST, ("a", "b"))
     with pytest.raises(InputError, match=r"run record says") as caught:
         export_checkpoint(checkpoint, tmp_path / "engine", model_name="not_" + SMALLEST)
     assert caught.value.column == "run.model"

@@ -1,7 +1,8 @@
 """``mer export``: a checkpoint in, an engine directory out (see docs/engines.md).
 
 The format choices and their help come from ``engines.export.FORMATS``. The model of a bare
-``.pth`` is ``--model``, or the one named by the ``mer train`` run folder it sits in.
+``.pth`` is ``--model``, or the one named by the ``mer train`` run folder it sits in. Several
+``--checkpoint`` make one ``score_average`` engine (engines/models/score_average.py).
 """
 
 from __future__ import annotations
@@ -22,7 +23,9 @@ def add_parser(subparsers) -> None:
         description="Write DIR/model.onnx, DIR/weights.pth and DIR/manifest.json (schema mer.engine/1). "
         f"Formats: {formats}.",
     )
-    parser.add_argument("--checkpoint", required=True, type=Path, help="weights file (.pth state dict)")
+    parser.add_argument("--checkpoint", required=True, type=Path, action="append",
+                        help="weights file (.pth state dict); given several times (each in its mer train run "
+                        "folder), one score_average engine that averages their probabilities")
     parser.add_argument("--format", default="onnx", choices=list(FORMATS), help="engine format (default: onnx)")
     parser.add_argument("--out", required=True, type=Path, help="engine directory to write")
     parser.add_argument("--model", help="registered model name (default: the model of the run folder the checkpoint is in)")
@@ -45,7 +48,7 @@ def add_parser(subparsers) -> None:
 
 
 def run_export(args) -> int:
-    from engines.export import FORMATS, export_checkpoint
+    from engines.export import FORMATS, export_checkpoint, export_checkpoints
 
     fmt = FORMATS[args.format]
     precision = "fp16" if args.half else args.precision
@@ -54,10 +57,7 @@ def run_export(args) -> int:
         raise InputError(f"--precision/--calibration/--half/--max-batch only apply to a format with a TensorRT "
                          f"plan, not {fmt.name}", column="--format")
     labels = [name.strip() for name in args.labels.split(",") if name.strip()] if args.labels else None
-    manifest = export_checkpoint(
-        args.checkpoint,
-        args.out,
-        model_name=args.model,
+    options = dict(
         label_names=labels,
         metrics_path=args.metrics,
         formats=("onnx", fmt.name) if fmt.name != "onnx" else ("onnx",),
@@ -65,12 +65,19 @@ def run_export(args) -> int:
         opset=args.opset,
         flow_method=args.flow_method,
         flow_params=json_object_option(args.flow_params, "--flow-params"),
-        model_args=json_object_option(args.model_args, "--model-args"),
         precision=precision,
         calibration=args.calibration,
         max_batch=args.max_batch,
         overwrite=args.force,
     )
+    if len(args.checkpoint) > 1:
+        if args.model or args.model_args:
+            raise InputError("--model and --model-args apply to one checkpoint; an ensemble's members are "
+                             "read from their run folders", column="--model")
+        manifest = export_checkpoints(args.checkpoint, args.out, **options)
+    else:
+        manifest = export_checkpoint(args.checkpoint[0], args.out, model_name=args.model,
+                                     model_args=json_object_option(args.model_args, "--model-args"), **options)
     print(f"{manifest.engine_id} ({', '.join(manifest.class_names)}) -> {manifest.engine_dir} "
           f"[{', '.join(manifest.files)}]")
     return 0
