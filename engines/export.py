@@ -472,11 +472,9 @@ def export_checkpoint(
     """Build the checkpoint's model from the registry, load its weights, and export it."""
     loaded = load_checkpoint_model(checkpoint, model_name=model_name, label_names=label_names,
                                    metrics_path=metrics_path, model_args=model_args)
-    for key, value in loaded.flow.items():
-        if options.get(key) is None:
-            options[key] = value
     return export_model(loaded.model, out_dir, model_args=loaded.model_args, training=loaded.training,
-                        metrics=loaded.record.metrics, source=loaded.source, **options)
+                        metrics=loaded.record.metrics, source=loaded.source,
+                        **_with_recorded_flow(options, loaded.flow))
 
 
 def export_checkpoints(
@@ -510,9 +508,6 @@ def export_checkpoints(
     model = ScoreAverage(members, label_names=loaded[0].model.cfg.label_names)
     for member, item in zip(model.members, loaded):
         member.load_state_dict(item.model.state_dict())
-    for key, value in loaded[0].flow.items():
-        if options.get(key) is None:
-            options[key] = value
     metrics = None
     if metrics_path is not None:
         if not Path(metrics_path).is_file():
@@ -522,4 +517,9 @@ def export_checkpoints(
                             for item, member in zip(loaded, members)]}
     source = {"checkpoints": [item.source for item in loaded]}
     return export_model(model, out_dir, model_args={"members": members}, training=training, metrics=metrics,
-                        source=source, **options)
+                        source=source, **_with_recorded_flow(options, loaded[0].flow))
+
+
+def _with_recorded_flow(options: Mapping[str, Any], flow: Mapping[str, Any]) -> dict[str, Any]:
+    """``options`` with the flow a run recorded for its inputs filling the flow options not given."""
+    return {**options, **{key: value for key, value in flow.items() if options.get(key) is None}}
