@@ -513,9 +513,9 @@ def export_checkpoints(
         if not Path(metrics_path).is_file():
             raise InputError("metrics file not found", path=Path(metrics_path))
         metrics = _read_json(Path(metrics_path))
-    training = {"members": [{**(item.training or {}), **item.source, "model": member["model"]}
+    training = {"members": [{"model": member["model"], **(item.training or {})}
                             for item, member in zip(loaded, members)]}
-    source = {"checkpoints": [item.source for item in loaded]}
+    source = {"checkpoints": [item.source for item in loaded]}  # member by member, as in training.members
     return export_model(model, out_dir, model_args={"members": members}, training=training, metrics=metrics,
                         source=source, **_with_recorded_flow(options, loaded[0].flow))
 

@@ -74,7 +74,8 @@ def test_checkpoints_export_as_one_engine_that_averages_the_single_engines(tmp_p
     assert manifest.data["metrics"] == {"all": {"uf1": 0.7488, "uar": 0.7642, "acc": 0.7692}}
     members = manifest.data["training"]["members"]
     assert [m["model"] for m in members] == ["ststnet", "off_apexnet"]
-    assert [m["checkpoint_sha256"] for m in members] == [sha256_file(path) for path in checkpoints]
+    assert manifest.data["source"]["checkpoints"] == [{"checkpoint": "s01.pth", "checkpoint_sha256": sha256_file(path)}
+                                                      for path in checkpoints]
     assert all(m["weights"] == "the LOSO fold that held out subject s01" for m in members)
 
     singles = []
