@@ -2,7 +2,7 @@
 
 Run from the repository root::
 
-    .venv/bin/python -m bench.pipeline [--duration 30] [--pairs N] [--json]
+    .venv/bin/python -m bench.pipeline [--duration 30] [--pairs N] [--config PROFILE] [--json]
 
 1. ``analyze``: a 640x480, 30 fps, one-face video through ``mer analyze``'s code path
    (``streamer.commands.analyze.analyze_file``), in one process and with decoding and face
@@ -163,10 +163,12 @@ def main(argv=None) -> int:
     parser.add_argument("--pairs", type=int, default=0,
                         help="then this many more (one process, two processes) pairs per file, alternated, to see "
                         "how much of the two-process gain the VM's drift leaves")
+    parser.add_argument("--config", type=Path, help="a stream profile (default: configs/stream/default.toml), "
+                        "e.g. one with [faces] dlib_trees = 200")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
-    config = load_stream_config()
+    config = load_stream_config(args.config)
     recognizer = open_recognizer(config, None)
     result = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "pyav": av.__version__}}
     with tempfile.TemporaryDirectory() as scratch:

@@ -26,6 +26,7 @@ class FacesConfig(ConfigModel):
     smoothing: bool = True  # steady the alignment transform over time (not the landmarks)
     detect_interval_s: float = Field(1.0, gt=0)  # full detection at most this often while faces are tracked
     landmark_interval_s: float = Field(0.05, ge=0)  # landmarks refitted at most this often (0: every frame)
+    dlib_trees: int = Field(0, ge=0)  # trees a cascade stage of dlib's 68-point model (0: all 500); dlib only
     max_faces: int = Field(4, ge=1, le=32)
 
 
@@ -33,7 +34,8 @@ def build_tracker(config: FacesConfig | None = None) -> FaceTracker:
     """A fresh tracker (with its own backend instance) for one stream."""
     config = config or FacesConfig()
     aligner = FaceAligner(config.crop_size, config.align_method, smoothing=config.smoothing)
-    return FaceTracker(create_backend(config.backend), aligner, detect_interval_s=config.detect_interval_s,
+    options = {"trees": config.dlib_trees} if config.backend == "dlib" else {}
+    return FaceTracker(create_backend(config.backend, **options), aligner, detect_interval_s=config.detect_interval_s,
                        max_faces=config.max_faces, landmark_interval_s=config.landmark_interval_s)
 
 

@@ -108,6 +108,20 @@ def test_other_options_on_an_existing_cache_are_refused(synth, cache, capsys):
     assert "other options" in error and "crop_size: cache 64, now 48" in error and "manifest.json" in error
 
 
+def test_a_cache_begun_before_a_face_setting_existed_resumes_with_its_default(synth, cache, tmp_path, capsys):
+    out = tmp_path / "older"
+    shutil.copytree(cache[0], out)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["options"]["faces"].pop("dlib_trees") == 0  # what a cache made before the key holds
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    assert prepare(synth, out) == 0
+    assert "prepared 0 clips (6 already there)" in capsys.readouterr().out
+    manifest["options"]["faces"]["dlib_trees"] = 200  # a setting other than the default still differs
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    assert prepare(synth, out) == 2
+    assert "faces: cache" in capsys.readouterr().err
+
+
 def test_a_missing_frame_is_an_error_naming_the_file_and_earlier_clips_stay(synth, tmp_path, capsys):
     root = tmp_path / "clips"
     shutil.copytree(synth, root)

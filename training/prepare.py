@@ -63,7 +63,7 @@ class PrepareResult:
 def faces_config(size: int) -> FacesConfig:
     """The front end used: the stream's defaults (so training crops look like live ones), at
     ``size`` px, one face per clip (the largest, as the tracker keeps the biggest new face)."""
-    return FacesConfig(backend="dlib", crop_size=size, max_faces=1)
+    return FacesConfig(backend="dlib", crop_size=size, max_faces=1, dlib_trees=0)  # every tree: the papers' fit
 
 
 def dataset_fps(dataset: str, root: Path) -> float:
@@ -249,7 +249,9 @@ def _open_manifest(out: Path, options: dict) -> dict[str, dict]:
         raise InputError(f"unreadable manifest ({exc})", path=path) from exc
     if manifest.get("format") != CACHE_FORMAT:
         raise InputError(f"not a {CACHE_FORMAT} cache (format {manifest.get('format')!r})", path=path)
-    old = manifest.get("options", {})
+    old = dict(manifest.get("options", {}))
+    if isinstance(old.get("faces"), dict):  # face settings added since the cache began take their defaults
+        old["faces"] = {**FacesConfig().model_dump(), **old["faces"]}
     differing = sorted(key for key in set(old) | set(options) if old.get(key) != options.get(key))
     if differing:
         details = "; ".join(f"{key}: cache {old.get(key)!r}, now {options.get(key)!r}" for key in differing)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from engines.cache import mer_cache_dir
 from engines.errors import InputError
 
 __all__ = [
@@ -117,10 +117,7 @@ def _all_nodes(graph):
 
 def default_plan_cache_dir() -> Path:
     """``$MER_CACHE/tensorrt``, else ``$XDG_CACHE_HOME/mer/tensorrt``, else ``~/.cache/mer/tensorrt``."""
-    if os.environ.get("MER_CACHE"):
-        return Path(os.environ["MER_CACHE"]) / "tensorrt"
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return base / "mer" / "tensorrt"
+    return mer_cache_dir() / "tensorrt"
 
 
 @dataclass(frozen=True)

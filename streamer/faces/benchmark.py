@@ -1,6 +1,6 @@
 """Measure the face tracker on a video: per-frame cost, and jitter of the alignment.
 
-    python -m streamer.faces.benchmark VIDEO [--backend dlib|mediapipe] [--method affine3|eyes]
+    python -m streamer.faces.benchmark VIDEO [--backend dlib|mediapipe] [--method affine3|eyes] [--dlib-trees N]
 
 Timing counts ``FaceTracker.update`` only (decoding excluded), as wall and CPU time. Frames on
 which the detector ran are reported apart from the refine-only frames, plus the mean over all
@@ -69,9 +69,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--method", choices=ALIGN_METHODS, default="affine3")
     parser.add_argument("--detect-interval", type=float, default=1.0, help="seconds of stream time (default 1)")
     parser.add_argument("--frames", type=int, default=300, help="at most this many frames (default 300)")
+    parser.add_argument("--dlib-trees", type=int, default=0,
+                        help="dlib: trees a cascade stage of the 68-point model (default 0: all)")
     args = parser.parse_args(argv)
     frames, fps = read_frames(args.video, args.frames)
-    backend = create_backend(args.backend)
+    backend = create_backend(args.backend, **({"trees": args.dlib_trees} if args.backend == "dlib" else {}))
     height, width = frames[0].shape[:2]
     print(f"{args.video}: {len(frames)} frames {width}x{height} at {fps:g} fps")
     print(f"backend {args.backend}, alignment {args.method}, detection every {args.detect_interval:g} s")

@@ -21,6 +21,7 @@ import numpy as np
 from engines.errors import InputError
 from streamer.faces.boxes import box_from_points, scale_box
 from streamer.faces.model_files import shape_predictor_path
+from streamer.faces.shape_model import trimmed_shape_predictor
 from streamer.faces.types import BoxF, FaceLandmarks, require_image
 
 log = logging.getLogger(__name__)
@@ -28,13 +29,16 @@ log = logging.getLogger(__name__)
 HOG_WINDOW_PX = 80  # side of dlib's frontal detector window: the smallest face it finds unscaled
 
 
-@functools.lru_cache(maxsize=1)
-def _models():
-    """Detector and shape predictor, loaded once per process (about 1 s): backends share them."""
+@functools.lru_cache(maxsize=2)
+def _models(trees: int = 0):
+    """Detector and shape predictor (``trees`` a cascade stage, 0 = all), loaded once per process
+    (about 1 s): backends share them."""
     import dlib
 
-    log.debug("loading dlib HOG detector and 68-point shape predictor")
+    log.debug("loading dlib HOG detector and 68-point shape predictor (%s trees a stage)", trees or "all")
     path = shape_predictor_path()
+    if trees:
+        path = trimmed_shape_predictor(path, trees)
     try:
         predictor = dlib.shape_predictor(str(path))
     except RuntimeError as exc:  # dlib's own words, e.g. "Error deserializing object of type ..."
@@ -53,17 +57,21 @@ class DlibBackend:
 
     ``min_face_px``: the smallest face (HOG box side, about 1.5 outer-eye-corner distances) that
     ``detect`` must find; smaller values scan a larger image (slower). ``upsample``: dlib's own
-    doubling of the image before scanning, for faces under 80 px (much slower).
+    doubling of the image before scanning, for faces under 80 px (much slower). ``trees``: regression
+    trees a cascade stage of the 68-point model (0: all 500; fewer fit faster and less exactly,
+    see :mod:`streamer.faces.shape_model`).
     """
 
     name = "dlib"
     accepts_gray = True
 
-    def __init__(self, *, min_face_px: float = 120.0, upsample: int = 0, min_score: float = 0.0) -> None:
+    def __init__(self, *, min_face_px: float = 120.0, upsample: int = 0, min_score: float = 0.0,
+                 trees: int = 0) -> None:
         self.min_face_px = min_face_px
         self.upsample = upsample
         self.min_score = min_score
-        self._detector, self._predictor = _models()
+        self.trees = trees
+        self._detector, self._predictor = _models(trees)
 
     def detect(self, image: np.ndarray) -> list[FaceLandmarks]:
         require_image(image, gray=True)
