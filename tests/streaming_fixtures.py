@@ -46,6 +46,16 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+def udp_port_taken(port: int) -> bool:
+    """Whether a process has bound UDP ``port`` on loopback (our own bind is then refused)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+        return False
+
+
 def reencode(source: Path, target: Path, *, frames: range = range(10**9), blank: range = range(0)) -> Path:
     """Re-encode ``frames`` of ``source`` into ``target`` (MPEG-4, 2 Mb/s), with the ``blank`` ones black:
     a face that vanishes for a while, or the first seconds of a video."""

@@ -18,7 +18,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from streamer.events import validate_event
-from tests.streaming_fixtures import free_port, mer_popen, synth_long
+from tests.streaming_fixtures import free_port, mer_popen, synth_long, udp_port_taken
 
 pytestmark = pytest.mark.slow
 
@@ -153,14 +153,15 @@ def test_stream_recognises_a_udp_stream_sent_by_ffmpeg(short_video, tmp_path):
     url = f"udp://127.0.0.1:{port}"
     stream = mer_popen("stream", "--source", url, "--endpoint", endpoint, "--replay-endpoint", replay,
                        "--journal", str(journal), "--no-metrics", stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    # mer opens the UDP socket right after it starts publishing: send only then (a fixed sleep lost the
-    # video's first seconds on a loaded machine, and with them the spotter's warm-up and events).
+    # Send only once mer's UDP socket is bound (it opens it after it starts publishing): sooner, or
+    # after a guessed sleep on a loaded machine, the video's first seconds are lost, and with them
+    # the spotter's warm-up and events.
     log_lines, logger = _collect_lines(stream.stderr)
     deadline = time.monotonic() + 120
-    while not any("publishing events on" in line for line in log_lines) and time.monotonic() < deadline:
+    while not udp_port_taken(port):
         assert stream.poll() is None, "".join(log_lines)
-        time.sleep(0.1)
-    time.sleep(1.0)
+        assert time.monotonic() < deadline, f"mer never bound udp port {port}:\n{''.join(log_lines)}"
+        time.sleep(0.05)
     sender = subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-nostdin",
                              "-re", "-i", str(short_video), "-c:v", "mpeg2video", "-q:v", "2", "-g", "10",
                              "-f", "mpegts", f"{url}?pkt_size=1316"], timeout=120)
