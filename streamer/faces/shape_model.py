@@ -6,8 +6,8 @@ one after another by gradient boosting, so each tree corrects what the trees bef
 Keeping the first ``trees`` of every stage keeps the large early corrections and drops the
 small late ones. The fit costs about as many scattered memory reads as it has trees (the
 model's leaves are about 65 MB of floats, which no cache holds): on successive video frames
-200 trees a stage fit in 0.5 ms against 1.4 ms for 500, with landmarks within 1.6 % of the
-inter-ocular distance of the full model's on real faces (docs/faces.md has the measurements).
+200 trees a stage fit in 0.5 ms against 1.5-1.7 ms for 500, with landmarks within 1.6 % of the
+outer-eye-corner distance of the full model's on real faces (docs/faces.md has the measurements).
 
 The trimmed file is written once into mer's cache (``$MER_CACHE/landmarks``, named after the
 source file's checksum and the tree count) and loaded by dlib like the original. It is cut out
@@ -151,7 +151,7 @@ def trimmed_shape_predictor(source: Path, trees: int, cache_dir: Path | None = N
     if target.is_file():
         return target
     layout = read_cascade_layout(data, Path(source))
-    if layout.trees_per_stage <= trees and all(len(stage) <= trees for stage in layout.trees):
+    if all(len(stage) <= trees for stage in layout.trees):
         return Path(source)
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(f"{target.name}.{os.getpid()}.partial")
