@@ -40,8 +40,9 @@ def ground_truth(folder: Path) -> dict:
     return json.loads((folder / "ground_truth.json").read_text())
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
+def free_port(kind: int = socket.SOCK_STREAM) -> int:
+    """A loopback port nothing holds now (TCP, or UDP with ``socket.SOCK_DGRAM``)."""
+    with socket.socket(socket.AF_INET, kind) as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
 

@@ -33,7 +33,7 @@ from streamer.events import complete_event
 from streamer.journal import EventJournal, read_journal
 from streamer.publisher import EventPublisher
 from streamer.subscriber import EventSubscriber
-from tests.streaming_fixtures import REPO, synth_long
+from tests.streaming_fixtures import REPO, free_port, synth_long
 from tests.test_events import draft
 
 ANY_PORT = "tcp://127.0.0.1:*"
@@ -139,12 +139,6 @@ def port_is_free(port: int) -> bool:
         except OSError:
             return False
     return True
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def test_metrics_port_in_use_stops_mer_stream_before_it_starts(tmp_path, capsys, one_torch_thread):

@@ -16,6 +16,7 @@ import pytest
 from streamer.capture import CaptureCounters, CaptureLoop
 from streamer.sources import NetworkSource
 from streamer.stream_config import CaptureConfig
+from tests.streaming_fixtures import free_port
 from tests.video_clips import WAIT_S, wait_until, write_pyav
 
 SIZE = (160, 120)
@@ -48,12 +49,6 @@ def stop_process(process: subprocess.Popen) -> None:
     if process.poll() is None:
         process.kill()
     process.wait(WAIT_S)
-
-
-def free_port(kind: int) -> int:
-    with socket.socket(socket.AF_INET, kind) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 
