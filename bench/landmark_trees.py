@@ -1,12 +1,14 @@
-"""dlib's 68-point model cut to fewer trees a stage: cost of a fit, and distance from the full model.
+"""dlib's 68-point model in mer's compiled loop, whole and cut to fewer trees a stage: cost of a
+fit against dlib's own, and distance from the full model.
 
 Run from the repository root::
 
     .venv/bin/python -m bench.landmark_trees [--trees 500,300,200,100,50] [--data ../shared/data]
 
-1. **Cost**: each model fits the face of every other frame of a 20 s, 640x480 synthetic clip
-   (300 successive frames, grey, the same box each time, as the tracker refits between
-   detections), three passes alternated between the models; milliseconds a fit.
+1. **Cost**: dlib's own predictor and mer's loop at each tree count fit the face of every other
+   frame of a 20 s, 640x480 synthetic clip (300 successive frames, grey, the same box each time,
+   as the tracker refits between detections), three passes alternated between them; milliseconds
+   a fit, and how many of mer's full-model fits equal dlib's point for point.
 2. **Distance from the full model** on real faces: the MEGC2019 composite's 224x224 apex crops
    (``HTNet/datasets/combined_datasets_whole`` under ``--data`` or ``$MER_DATA``; skipped when
    absent), each model fitted in the box dlib's detector finds; mean distance of the 68 points
@@ -31,12 +33,12 @@ import numpy as np
 
 from bench.pipeline import _synth
 from streamer.faces.model_files import shape_predictor_path
-from streamer.faces.shape_model import trimmed_shape_predictor
+from streamer.faces.shape_model import load_shape_model
 
 APEX_FOLDER = Path("HTNet") / "datasets" / "combined_datasets_whole"
 
 
-def fit(predictor, image: np.ndarray, rect) -> np.ndarray:
+def dlib_fit(predictor, image: np.ndarray, rect) -> np.ndarray:
     return np.array([(p.x, p.y) for p in predictor(image, rect).parts()], np.float32)
 
 
@@ -55,28 +57,36 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     counts = [int(value) for value in args.trees.split(",")]
     source = shape_predictor_path()
-    models = {n: dlib.shape_predictor(str(trimmed_shape_predictor(source, n))) for n in counts}
-    full = dlib.shape_predictor(str(source))
+    models = {n: load_shape_model(source, n) for n in counts}
+    full = load_shape_model(source)
+    dlib_predictor = dlib.shape_predictor(str(source))
     detector = dlib.get_frontal_face_detector()
 
     with tempfile.TemporaryDirectory() as scratch:
         frames = clip_frames(Path(scratch), args.duration)
     rect = detector(frames[0], 0)[0]
-    reference = np.array([fit(full, image, rect) for image in frames])
+    box = (rect.left(), rect.top(), rect.right(), rect.bottom())
+    reference = np.array([full.fit(image, box) for image in frames])
     eye_span = float(np.linalg.norm(reference[:, 36] - reference[:, 45], axis=1).mean())
     print(f"cost: {len(frames)} successive frames of a 640x480 clip, {args.passes} passes alternated "
           f"(eye span {eye_span:.0f} px)")
-    timings: dict[int, list[float]] = {n: [] for n in counts}
-    shapes: dict[int, np.ndarray] = {}
+    fitters = {"dlib": lambda image: dlib_fit(dlib_predictor, image, rect)}
+    fitters.update({n: (lambda image, model=model: model.fit(image, box)) for n, model in models.items()})
+    timings: dict = {name: [] for name in fitters}
+    shapes: dict = {}
     for _ in range(args.passes):
-        for n, predictor in models.items():
+        for name, fitter in fitters.items():
             start = time.perf_counter()
-            shapes[n] = np.array([fit(predictor, image, rect) for image in frames])
-            timings[n].append(1e3 * (time.perf_counter() - start) / len(frames))
+            shapes[name] = np.array([fitter(image) for image in frames])
+            timings[name].append(1e3 * (time.perf_counter() - start) / len(frames))
+    same = int((shapes["dlib"] == reference).all(axis=(1, 2)).sum())
+    print(f"  dlib's own predictor: {', '.join(f'{ms:.3f}' for ms in timings['dlib'])} ms a fit; "
+          f"{same} of {len(frames)} fits identical to mer's full model")
     for n in counts:
         distance = np.linalg.norm(shapes[n] - reference, axis=2)
-        print(f"  {n:4d} trees: {', '.join(f'{ms:.3f}' for ms in timings[n])} ms a fit; from the full model "
-              f"mean {distance.mean():.2f} px, max {distance.max():.2f} px")
+        speedup = np.median(timings["dlib"]) / np.median(timings[n])
+        print(f"  {n:4d} trees: {', '.join(f'{ms:.3f}' for ms in timings[n])} ms a fit ({speedup:.2f}x dlib's); "
+              f"from the full model mean {distance.mean():.2f} px, max {distance.max():.2f} px")
 
     folder = args.data / APEX_FOLDER
     files = sorted(folder.glob("*.jpg"))
@@ -89,10 +99,12 @@ def main(argv=None) -> int:
         found = detector(image, 1)
         if not found:
             continue
-        truth = fit(full, image, found[0])
+        face = found[0]
+        face_box = (face.left(), face.top(), face.right(), face.bottom())
+        truth = full.fit(image, face_box)
         span = float(np.linalg.norm(truth[36] - truth[45]))
-        for n, predictor in models.items():
-            deviations[n].append(float(np.linalg.norm(fit(predictor, image, found[0]) - truth, axis=1).mean()) / span)
+        for n, model in models.items():
+            deviations[n].append(float(np.linalg.norm(model.fit(image, face_box) - truth, axis=1).mean()) / span)
     print(f"real faces: {len(deviations[counts[0]])} of {len(files)} apex crops with a face found")
     for n in counts:
         values = np.array(deviations[n])

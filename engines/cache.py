@@ -1,4 +1,4 @@
-"""Where mer keeps files it derives and can always rebuild (TensorRT plans, trimmed landmark models).
+"""Where mer keeps files it derives and can always rebuild (TensorRT plans, parsed landmark models).
 
 ``$MER_CACHE``, else ``$XDG_CACHE_HOME/mer``, else ``~/.cache/mer``: one root, so a user who
 wants it elsewhere (a read-only home, a shared volume) sets one variable.

@@ -243,8 +243,8 @@ def test_a_corrupt_face_landmarker_is_refused_by_name_before_mer_stream_binds_an
 
 
 def test_a_corrupt_dlib_model_is_refused_by_name(monkeypatch, tmp_path):
-    """dlib's "Error deserializing object" becomes an error naming the file (here a corrupt file
-    put where face_recognition_models' model would be found)."""
+    """A corrupt file put where face_recognition_models' model would be found is refused with an
+    error naming it (streamer.faces.shape_model parses dlib's format)."""
     from streamer.faces import dlib_backend
 
     corrupt = tmp_path / "shape_predictor_68_face_landmarks.dat"
@@ -252,7 +252,7 @@ def test_a_corrupt_dlib_model_is_refused_by_name(monkeypatch, tmp_path):
     monkeypatch.setattr(dlib_backend, "shape_predictor_path", lambda: corrupt)
     dlib_backend._models.cache_clear()
     try:
-        with pytest.raises(InputError, match="dlib could not load its 68-point landmark model") as refused:
+        with pytest.raises(InputError, match="could not load dlib's 68-point landmark model") as refused:
             create_backend("dlib")
         assert str(corrupt) in str(refused.value)
     finally:

