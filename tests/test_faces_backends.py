@@ -250,10 +250,10 @@ def test_a_corrupt_dlib_model_is_refused_by_name(monkeypatch, tmp_path):
     corrupt = tmp_path / "shape_predictor_68_face_landmarks.dat"
     corrupt.write_bytes(np.random.default_rng(1).integers(0, 256, 5000, dtype=np.uint8).tobytes())
     monkeypatch.setattr(dlib_backend, "shape_predictor_path", lambda: corrupt)
-    dlib_backend._models.cache_clear()
+    dlib_backend.dlib_models.cache_clear()
     try:
         with pytest.raises(InputError, match="could not load dlib's 68-point landmark model") as refused:
             create_backend("dlib")
         assert str(corrupt) in str(refused.value)
     finally:
-        dlib_backend._models.cache_clear()  # the next backend loads the real model again
+        dlib_backend.dlib_models.cache_clear()  # the next backend loads the real model again

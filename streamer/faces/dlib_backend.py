@@ -30,9 +30,9 @@ HOG_WINDOW_PX = 80  # side of dlib's frontal detector window: the smallest face 
 
 
 @functools.lru_cache(maxsize=2)
-def _models(trees: int = 0):
-    """Detector and 68-point shape model (``trees`` a cascade stage, 0 = all), loaded once per
-    process: backends share them."""
+def dlib_models(trees: int = 0):
+    """dlib's HOG detector and the 68-point :class:`~streamer.faces.shape_model.ShapeModel`
+    (``trees`` a cascade stage, 0 = all), loaded once per process: backends share them."""
     import dlib
 
     log.debug("loading dlib HOG detector and 68-point shape model (%s trees a stage)", trees or "all")
@@ -69,7 +69,7 @@ class DlibBackend:
         self.upsample = upsample
         self.min_score = min_score
         self.trees = trees
-        self._detector, self._shape_model = _models(trees)
+        self._detector, self._shape_model = dlib_models(trees)
 
     def detect(self, image: np.ndarray) -> list[FaceLandmarks]:
         require_image(image, gray=True)

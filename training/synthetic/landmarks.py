@@ -9,17 +9,11 @@ lips 48-67. "Right"/"left" below are the image sides, not the person's.
 
 from __future__ import annotations
 
-import functools
-import logging
-
 import numpy as np
 
 from engines.errors import InputError
-from streamer.faces.model_files import shape_predictor_path
+from streamer.faces.dlib_backend import dlib_models
 
-log = logging.getLogger(__name__)
-
-N_LANDMARKS = 68
 RIGHT_EYE = tuple(range(36, 42))  # image-left eye
 LEFT_EYE = tuple(range(42, 48))
 
@@ -37,27 +31,15 @@ MIRROR_ORDER = (
 )
 
 
-@functools.lru_cache(maxsize=1)
-def _dlib_models():
-    """Detector and shape predictor, loaded once per process (about 1 s)."""
-    import dlib
-
-    log.debug("loading dlib HOG detector and 68-point shape predictor")
-    return dlib.get_frontal_face_detector(), dlib.shape_predictor(str(shape_predictor_path()))
-
-
 def detect_landmarks(image_rgb: np.ndarray, *, name: str = "image") -> np.ndarray:
     """68 landmarks (x, y) of the largest frontal face in an RGB ``uint8`` photo, as float64 (68, 2)."""
-    import dlib
-
-    detector, predictor = _dlib_models()
+    detector, shape_model = dlib_models()
     gray = np.ascontiguousarray(image_rgb.mean(axis=2).round().astype(np.uint8))
     faces = detector(gray, 1)
     if not faces:
         raise InputError("dlib found no frontal face", path=name)
     face = max(faces, key=lambda box: box.width() * box.height())
-    shape = predictor(gray, dlib.rectangle(face.left(), face.top(), face.right(), face.bottom()))
-    return np.array([(shape.part(i).x, shape.part(i).y) for i in range(N_LANDMARKS)], dtype=np.float64)
+    return shape_model.fit(gray, (face.left(), face.top(), face.right(), face.bottom())).astype(np.float64)
 
 
 def transform_landmarks(landmarks: np.ndarray, affine: np.ndarray, *, mirrored: bool) -> np.ndarray:
