@@ -206,9 +206,11 @@ def test_threads_fit_at_once_and_each_gets_its_own_answer(full_model):
     assert shape_model_module._fit.targetoptions["nogil"]
 
 
-def test_an_image_other_than_uint8_is_refused(full_model):
-    with pytest.raises(ValueError, match="uint8"):
-        full_model.fit(np.zeros((64, 64), np.float32), (0, 0, 63, 63))
+@pytest.mark.parametrize("image", [np.zeros((64, 64), np.float32), np.zeros((64, 64, 4), np.uint8),
+                                   np.zeros(64, np.uint8)], ids=["float", "four channels", "one dimension"])
+def test_an_image_dlib_would_read_differently_is_refused(full_model, image):
+    with pytest.raises(ValueError, match="grey or 3-channel uint8"):
+        full_model.fit(image, (0, 0, 63, 63))
 
 
 # --- damaged files --------------------------------------------------------------------------

@@ -82,8 +82,8 @@ class ShapeModel:
         """The landmarks in ``box`` (left, top, right, bottom, inclusive integer pixels, as a
         ``dlib.rectangle``) of a grey or BGR uint8 image: (points, 2) float32 whole pixels,
         rounded as dlib rounds them. Colour is turned grey as dlib does, by averaging channels."""
-        if image.dtype != np.uint8 or image.ndim not in (2, 3):
-            raise ValueError(f"a shape model fits a grey or colour uint8 image, not {image.dtype} {image.shape}")
+        if image.dtype != np.uint8 or not (image.ndim == 2 or (image.ndim == 3 and image.shape[2] in (1, 3))):
+            raise ValueError(f"a shape model fits a grey or 3-channel uint8 image, not {image.dtype} {image.shape}")
         if image.ndim == 2:
             image = image[:, :, None]
         out = np.empty((self.points, 2), np.float32)
