@@ -1,8 +1,8 @@
 """``mer analyze`` on two cores: decoding and face tracking in a worker process, the rest in the caller.
 
-In one process the analysis of a video runs on little more than one core: dlib's shape
-predictor holds the GIL while it fits, so the capture thread, the tracker and the spotter
-take turns. Here a worker process reads the file and runs the face front end (the same
+In one process the analysis of a video runs on little more than one core: the tracker and
+the spotter take turns in one thread, with only decoding beside them. Here a worker process
+reads the file and runs the face front end (the same
 ``CaptureLoop`` and ``FaceTracker`` as the single-process pipeline, built from the same
 ``[faces]`` settings, starting afresh on the same cuts), and sends each frame's faces to the
 caller: aligned crops and landmarks, never the frame itself. The caller's ``Pipeline`` spots,
