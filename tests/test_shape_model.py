@@ -236,15 +236,31 @@ def damaged(data: bytes, damage: str, small: ShapeModel) -> bytes:
     raise AssertionError(damage)
 
 
-@pytest.mark.parametrize("damage", ["truncated", "version", "garbage", "trailing bytes", "split index out of range",
-                                    "uneven trees"])
-def test_a_damaged_model_is_refused_naming_the_file(damage, small_file, tmp_path):
+@pytest.mark.parametrize("damage, reason", [
+    ("truncated", "ends early"),
+    ("version", "unsupported dlib shape predictor version 2"),
+    ("garbage", "bad integer header"),
+    ("trailing bytes", "2 bytes after its end"),
+    ("split index out of range", "index out of range"),
+    ("uneven trees", "not all alike"),
+])
+def test_a_damaged_model_is_refused_naming_the_file(damage, reason, small_file, tmp_path):
     source = tmp_path / f"{damage.replace(' ', '_')}.dat"
     source.write_bytes(damaged(small_file.read_bytes(), damage, read_shape_model(small_file)))
     with pytest.raises(InputError) as caught:
         read_shape_model(source)
     assert str(source) in str(caught.value)
-    assert "shape predictor" in str(caught.value)
+    assert reason in str(caught.value)
+
+
+@pytest.mark.parametrize("cut", [1, 2, 3, 5, 8, 13, 21])
+def test_a_file_cut_anywhere_ends_early(small_file, tmp_path, cut):
+    """A cut inside an integer, between a float's two halves or between items: always 'ends early'."""
+    data = small_file.read_bytes()
+    source = tmp_path / "cut.dat"
+    source.write_bytes(data[: len(data) - cut])
+    with pytest.raises(InputError, match="ends early"):
+        read_shape_model(source)
 
 
 # --- the parsed arrays' cache -----------------------------------------------------------------
