@@ -19,6 +19,7 @@ import dlib
 import numpy as np
 import pytest
 
+from bench.landmark_trees import dlib_fit
 from engines.errors import InputError
 from streamer.faces import create_backend
 from streamer.faces import shape_model as shape_model_module
@@ -88,8 +89,7 @@ def small_file(full_model, tmp_path_factory) -> Path:
 
 
 def dlib_points(predictor, image: np.ndarray, box) -> np.ndarray:
-    shape = predictor(image, dlib.rectangle(*box))
-    return np.array([(p.x, p.y) for p in shape.parts()], np.float32)
+    return dlib_fit(predictor, image, dlib.rectangle(*box))
 
 
 def detector_box(image: np.ndarray) -> tuple[int, int, int, int]:
