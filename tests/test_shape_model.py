@@ -82,9 +82,10 @@ def dlib_predictor():
 
 @pytest.fixture(scope="module")
 def small_file(full_model, tmp_path_factory) -> Path:
-    """The real model's first 8 trees a stage, written in dlib's format."""
+    """The real model's first 11 trees a stage, written in dlib's format: one pass of the fit's
+    eight-tree sum and three trees after it, so both of its loops are checked against dlib."""
     path = tmp_path_factory.mktemp("small") / "small.dat"
-    path.write_bytes(dlib_bytes(full_model.first_trees(8)))
+    path.write_bytes(dlib_bytes(full_model.first_trees(11)))
     return path
 
 
@@ -155,13 +156,13 @@ def test_the_real_apex_crops_fit_as_dlib_fits_them(full_model, dlib_predictor, s
 def test_fewer_trees_are_the_first_of_each_stage_as_dlib_reads_them(full_model, small_file):
     small_dlib = dlib.shape_predictor(str(small_file))
     small = read_shape_model(small_file)
-    assert small.trees == 8
+    assert small.trees == 11
     for name in sorted(HAND_MEASURED):
         image = photo_bgr(name)
         for box in moved_boxes(detector_box(image))[:3]:
             expected = dlib_points(small_dlib, image, box)
             np.testing.assert_array_equal(small.fit(image, box), expected)
-            np.testing.assert_array_equal(full_model.first_trees(8).fit(image, box), expected)
+            np.testing.assert_array_equal(full_model.first_trees(11).fit(image, box), expected)
     assert full_model.first_trees(500) is full_model and full_model.first_trees(10_000) is full_model
     with pytest.raises(ValueError, match="at least one tree"):
         full_model.first_trees(0)
@@ -300,8 +301,8 @@ def test_a_damaged_cache_is_parsed_again(fresh_cache, small_file, caplog):
     with caplog.at_level(logging.WARNING, logger="streamer.faces.shape_model"):
         model = load_shape_model(small_file)
     assert "damaged shape model cache" in caplog.text
-    assert model.splits.shape == (15, 8, 15, 2)
-    assert np.load(folder / "splits.npy").shape == (15, 8, 15, 2)  # written afresh
+    assert model.splits.shape == (15, 11, 15, 2)
+    assert np.load(folder / "splits.npy").shape == (15, 11, 15, 2)  # written afresh
 
 
 def test_an_unwritable_cache_still_gives_the_model(monkeypatch, tmp_path, small_file, caplog):
@@ -313,7 +314,7 @@ def test_an_unwritable_cache_still_gives_the_model(monkeypatch, tmp_path, small_
     try:
         with caplog.at_level(logging.WARNING, logger="streamer.faces.shape_model"):
             model = load_shape_model(small_file)
-        assert model.trees == 8
+        assert model.trees == 11
         assert "could not cache" in caplog.text
         assert os.listdir(tmp_path) == ["not-a-folder"]
     finally:

@@ -9,9 +9,11 @@ three reasons measured in docs/faces.md:
 
 - **Speed.** The leaves are about 65 MB of floats, which no cache holds, so a fit costs about
   as many scattered memory reads as it has trees. Here they lie in one contiguous array, the
-  loop is compiled for the machine it runs on, and the points come back as an array: 0.9 ms a
-  fit on successive video frames against 2.6 ms for dlib's call and its points (docs/faces.md),
-  with the landmarks **bit-identical** to dlib's (tests/test_shape_model.py).
+  loop is compiled for the machine it runs on, walks the trees level by level without branches,
+  adds their corrections eight trees a pass (in dlib's order), and the points come back as an
+  array: 0.5 ms a fit on successive video frames against 1.7-2.0 ms for dlib's call and its
+  points (docs/faces.md), with the landmarks **bit-identical** to dlib's
+  (tests/test_shape_model.py).
 - **No GIL.** dlib holds Python's GIL for a whole fit, which starves a decoding thread in the
   same process; this loop releases it.
 - **Fewer trees are a slice.** ``trees=N`` evaluates the first N trees of each stage (the large
@@ -358,6 +360,9 @@ def _fit(image, left, top, right, bottom, initial_shape, splits, thresholds, lea
     shape = initial_shape.copy()
     values = np.empty(pixels, np.float32)
     chosen = np.empty(trees, np.int64)
+    depth = 0  # the trees are complete (the reader checks): every leaf is this many splits down
+    while (1 << depth) - 1 < nodes:
+        depth += 1
     # the initial shape, centred: the "from" side of every stage's similarity transform
     from_x, from_y = _centroid(initial_shape)
     from_var = 0.0
@@ -396,18 +401,34 @@ def _fit(image, left, top, right, bottom, initial_shape, splits, thresholds, lea
                 values[i] = total // channels
             else:
                 values[i] = 0.0
-        # every tree's leaf first, then their corrections in tree order (dlib's order, so the sums
-        # are bit for bit dlib's): the trees' memory reads overlap instead of waiting on the adds
-        for t in range(trees):
-            node = 0
-            while node < nodes:
-                if values[splits[s, t, node, 0]] - values[splits[s, t, node, 1]] > thresholds[s, t, node]:
-                    node = 2 * node + 1
-                else:
-                    node = 2 * node + 2
-            chosen[t] = node - nodes
-        for t in range(trees):
-            leaf = leaves[s, t, chosen[t]]
+        # every tree's leaf, one level of all the trees at a time and without a branch (dlib goes
+        # left, 2i + 1, when the difference exceeds the threshold, else right, 2i + 2): the walks
+        # are independent, so the processor overlaps them instead of stalling on each walk's chain
+        # of dependent reads and on mispredicted branches (1.2x the fit)
+        chosen[:] = 0
+        for _ in range(depth):
+            for t in range(trees):
+                node = chosen[t]
+                goes_left = values[splits[s, t, node, 0]] - values[splits[s, t, node, 1]] > thresholds[s, t, node]
+                chosen[t] = 2 * node + 2 - np.int64(goes_left)
+        # then their corrections, added in tree order, dlib's order, so the sums are bit for bit
+        # dlib's; eight trees a pass, so the running shape is loaded and stored an eighth as often
+        # and eight leaves' memory reads overlap (1.5x the fit)
+        t = 0
+        while t + 8 <= trees:
+            l0 = leaves[s, t, chosen[t] - nodes]
+            l1 = leaves[s, t + 1, chosen[t + 1] - nodes]
+            l2 = leaves[s, t + 2, chosen[t + 2] - nodes]
+            l3 = leaves[s, t + 3, chosen[t + 3] - nodes]
+            l4 = leaves[s, t + 4, chosen[t + 4] - nodes]
+            l5 = leaves[s, t + 5, chosen[t + 5] - nodes]
+            l6 = leaves[s, t + 6, chosen[t + 6] - nodes]
+            l7 = leaves[s, t + 7, chosen[t + 7] - nodes]
+            for d in range(2 * points):
+                shape[d] = (((((((shape[d] + l0[d]) + l1[d]) + l2[d]) + l3[d]) + l4[d]) + l5[d]) + l6[d]) + l7[d]
+            t += 8
+        for t in range(t, trees):
+            leaf = leaves[s, t, chosen[t] - nodes]
             for d in range(2 * points):
                 shape[d] += leaf[d]
     for j in range(points):
