@@ -12,6 +12,7 @@ from streamer.metrics import StreamMetrics
 from streamer.pipeline import Pipeline
 from streamer.recognizer import Recognizer
 from streamer.spotting import SpotParams, create_spotter, load_spot_params
+from streamer.spotting.spotter import warm_up as warm_up_spotter
 from streamer.stream_config import StreamConfig, spot_profile_path
 
 log = logging.getLogger(__name__)
@@ -59,6 +60,7 @@ def build_pipeline(
     the source opens) or runs elsewhere (``front_end_worker.RemoteTracker``)."""
     if spot_params is None:
         spot_params = load_spot_profile(config)
+    warm_up_spotter(spot_params)
     if metrics is not None:
         metrics.set_engine(recognizer.engine_id, recognizer.backend, recognizer.device)
     return Pipeline(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 
+import numba
 import numpy as np
 
 Box = tuple[int, int, int, int]
@@ -25,9 +26,9 @@ SPOTTING_GROUPS: dict[str, tuple[tuple[int, ...], tuple[float, float]]] = {
     "mouth": (tuple(range(48, 60)), (0.1, 0.1)),
     "nose": (tuple(range(29, 36)), (0.05, 0.05)),
 }
-# The same groups as arrays, so that the spotter's boxes (made every frame) cost one numpy pass.
-_GROUP_POINTS = np.concatenate([indices for indices, _ in SPOTTING_GROUPS.values()])
-_GROUP_STARTS = np.cumsum([0] + [len(indices) for indices, _ in SPOTTING_GROUPS.values()])[:-1]
+# The same groups as arrays, for the compiled loop below (the spotter makes its boxes every frame).
+_GROUP_POINTS = np.concatenate([indices for indices, _ in SPOTTING_GROUPS.values()]).astype(np.int64)
+_GROUP_ENDS = np.cumsum([len(indices) for indices, _ in SPOTTING_GROUPS.values()]).astype(np.int64)
 _GROUP_MARGINS = np.array([margins for _, margins in SPOTTING_GROUPS.values()])  # (groups, 2): x, y
 
 
@@ -46,17 +47,36 @@ def spotting_rois(points68: np.ndarray, size: tuple[int, int] | None = None) -> 
 
     ``size`` = (width, height) clips the boxes to that picture.
     """
-    p = np.asarray(points68, dtype=np.float64)
-    interocular = float(np.hypot(*(p[45] - p[36])))
-    grouped = p[_GROUP_POINTS]
-    margins = _GROUP_MARGINS * interocular
-    low = np.floor(np.minimum.reduceat(grouped, _GROUP_STARTS, axis=0) - margins)
-    high = np.ceil(np.maximum.reduceat(grouped, _GROUP_STARTS, axis=0) + margins)
+    boxes = spotting_box_array(np.asarray(points68, dtype=np.float64))
     if size is not None:
-        limits = np.array(size, dtype=np.float64)
-        low, high = np.clip(low, 0, limits), np.clip(high, 0, limits)
-    boxes = np.concatenate([low, high], axis=1).astype(np.int64).tolist()
-    return {name: tuple(box) for name, box in zip(SPOTTING_GROUPS, boxes)}
+        np.clip(boxes, 0, np.array([*size, *size]), out=boxes)
+    return {name: tuple(box) for name, box in zip(SPOTTING_GROUPS, boxes.tolist())}
+
+
+def spotting_box_array(points68: np.ndarray) -> np.ndarray:
+    """:func:`spotting_rois` as a (groups, 4) int64 array in ``SPOTTING_GROUPS`` order, unclipped;
+    ``points68`` float32 or float64 (taken as float64)."""
+    return _spotting_boxes(points68, _GROUP_POINTS, _GROUP_ENDS, _GROUP_MARGINS)
+
+
+@numba.njit(cache=True, nogil=True)
+def _spotting_boxes(p, group_points, group_ends, group_margins):
+    """Each group's bounding box widened by its margins (times the outer-eye-corner distance),
+    floored and ceiled to whole pixels, in float64 (a compiled loop: called every frame)."""
+    interocular = math.hypot(float(p[45, 0]) - float(p[36, 0]), float(p[45, 1]) - float(p[36, 1]))
+    boxes = np.empty((group_ends.size, 4), np.int64)
+    start = 0
+    for g in range(group_ends.size):
+        low_x = low_y = math.inf
+        high_x = high_y = -math.inf
+        for k in range(start, group_ends[g]):
+            x, y = float(p[group_points[k], 0]), float(p[group_points[k], 1])
+            low_x, low_y, high_x, high_y = min(low_x, x), min(low_y, y), max(high_x, x), max(high_y, y)
+        margin_x, margin_y = group_margins[g, 0] * interocular, group_margins[g, 1] * interocular
+        boxes[g, 0], boxes[g, 1] = math.floor(low_x - margin_x), math.floor(low_y - margin_y)
+        boxes[g, 2], boxes[g, 3] = math.ceil(high_x + margin_x), math.ceil(high_y + margin_y)
+        start = group_ends[g]
+    return boxes
 
 
 def hars_boxes(points68: np.ndarray, size: tuple[int, int] | None = None) -> dict[str, Box]:

@@ -48,9 +48,10 @@ from __future__ import annotations
 import math
 
 import cv2
+import numba
 import numpy as np
 
-from streamer.faces.rois import spotting_rois
+from streamer.faces.rois import SPOTTING_GROUPS, spotting_box_array
 from streamer.spotting.intervals import SpottedInterval
 from streamer.spotting.params import DetectParams, FlowParams
 from streamer.spotting.ring_buffer import FaceRingBuffer
@@ -59,16 +60,22 @@ from streamer.spotting.signal import DetectorSpotter, SignalDetector
 BROW_EYE = {"left_eyebrow": "left_eye", "right_eyebrow": "right_eye"}  # brow -> the eye below it (image sides)
 EYE_ROIS = tuple(BROW_EYE.values())
 MOUTH_HALVES = ("mouth_left", "mouth_right")
-UPPER_LID_POINTS = [37, 38, 43, 44]
-LIP_MIDLINE_POINTS = [51, 57, 62, 66]
+UPPER_LID_POINTS = (37, 38, 43, 44)
+LIP_MIDLINE_POINTS = (51, 57, 62, 66)
 REFERENCE_ROI = "nose"
 # No global-motion samples in these boxes. The chin stays in the fit: excluding it too cost more
 # false positives than it won chin raisers (measured, docs/spotting.md).
 FIT_EXCLUDED = ("left_eyebrow", "right_eyebrow", "left_eye", "right_eye", "mouth")
-CHIN_POINTS = [7, 8, 9]  # the chin box spans these jaw points' width, from under the mouth box ...
+CHIN_POINTS = (7, 8, 9)  # the chin box spans these jaw points' width, from under the mouth box ...
 CHIN_DEPTH = 0.6  # ... down this share of the way to the chin's tip (point 8), off the jaw's edge
 FOREHEAD = 0.1  # the face outline reaches this far (share of the crop) above the brows
 GRID_STEP = 4  # pixels between the flow samples the global motion is fitted to
+# The spotter's boxes, in the order of the array ``_layout`` makes: the spotting ROIs, then the
+# mouth's halves and the chin.
+BOX_NAMES = (*SPOTTING_GROUPS, *MOUTH_HALVES, "chin")
+BROW_BOXES = (BOX_NAMES.index("left_eyebrow"), BOX_NAMES.index("right_eyebrow"))
+MOUTH_BOX, CHIN_BOX = BOX_NAMES.index("mouth"), BOX_NAMES.index("chin")
+MOUTH_HALF_BOXES = (BOX_NAMES.index("mouth_left"), BOX_NAMES.index("mouth_right"))
 
 
 class FlowSpotter(DetectorSpotter):
@@ -89,6 +96,7 @@ class FlowSpotter(DetectorSpotter):
         self._signal_regions = tuple(signal_regions)
         self.motion: dict[str, float] = {}  # last frame's compensated motion per region (eyes too), crop pixels
         self._fit_canvas: np.ndarray | None = None  # grid mask of the global-motion samples (reused)
+        self._fit_key: tuple | None = None  # what the last mask was drawn from
         self._fit_samples: np.ndarray | None = None  # the mask the pseudo-inverse below was made for
         self._fit_inverse: np.ndarray | None = None
         self._fit_xs = self._fit_ys = np.zeros(0, dtype=np.intp)
@@ -196,7 +204,7 @@ class FlowSpotter(DetectorSpotter):
         the brows, eyes and mouth. The sample set changes only when the ROI boxes do, so its
         pseudo-inverse is kept between frames."""
         mask = self._fit_mask(flow.shape[0], boxes)
-        if self._fit_inverse is None or not np.array_equal(mask, self._fit_samples):
+        if mask is not self._fit_samples and (self._fit_inverse is None or not np.array_equal(mask, self._fit_samples)):
             self._fit_samples = mask
             ys, xs = np.nonzero(mask)
             self._fit_ys, self._fit_xs = ys * GRID_STEP + GRID_STEP // 2, xs * GRID_STEP + GRID_STEP // 2
@@ -207,18 +215,21 @@ class FlowSpotter(DetectorSpotter):
 
     def _fit_mask(self, size: int, boxes) -> np.ndarray:
         """Grid samples (one per GRID_STEP px) inside the face outline (jaw line, and the brows raised
-        by a tenth of the crop for the forehead), outside every expression box."""
+        by a tenth of the crop for the forehead), outside every expression box. Drawn afresh only
+        when the outline's grid vertices or the excluded grid rectangles changed."""
         n = size // GRID_STEP
+        polygon, excluded = _fit_layout(self._points, np.array([boxes[name] for name in FIT_EXCLUDED]), size,
+                                        self.params.fit_margin)
+        key = (n, polygon.tobytes(), excluded.tobytes())
+        if key == self._fit_key:
+            return self._fit_samples
+        self._fit_key = key
         mask = self._fit_canvas
         if mask is None or mask.shape[0] != n:
             mask = self._fit_canvas = np.zeros((n, n), dtype=np.uint8)
         mask[:] = 0
-        outline = np.concatenate([self._points[:17], self._points[26:16:-1] - (0.0, FOREHEAD * size)])
-        cv2.fillConvexPoly(mask, np.round(outline / GRID_STEP - 0.5).astype(np.int32), 1)
-        margin = self.params.fit_margin * size
-        for name in FIT_EXCLUDED:
-            x0, y0, x1, y1 = boxes[name]
-            x0, y0, x1, y1 = (_grid_start(v) for v in (x0 - margin, y0 - margin, x1 + margin, y1 + margin))
+        cv2.fillConvexPoly(mask, polygon, 1)
+        for x0, y0, x1, y1 in excluded.tolist():
             mask[y0:y1, x0:x1] = 0
         return mask.astype(bool)
 
@@ -236,20 +247,18 @@ class FlowSpotter(DetectorSpotter):
 
     def _boxes(self, size: int) -> dict[str, tuple[int, int, int, int]]:
         """ROI boxes from the averaged landmarks, clipped to the crop; brows end above the upper lids;
-        the mouth also as its two halves, split at the lips' midline."""
-        boxes = {name: _clip(box, size) for name, box in spotting_rois(self._points).items()}
-        lid_top = float(self._points[UPPER_LID_POINTS, 1].min()) - self.params.brow_eye_gap * size
-        for name in BROW_EYE:
-            x0, y0, x1, y1 = boxes[name]
-            boxes[name] = (x0, y0, x1, max(y0 + 2, min(y1, int(lid_top))))
-        x0, y0, x1, y1 = boxes["mouth"]
-        middle = int(round(float(self._points[LIP_MIDLINE_POINTS, 0].mean())))
-        middle = min(max(middle, x0 + 2), x1 - 2)
-        boxes["mouth_left"], boxes["mouth_right"] = (x0, y0, middle, y1), (middle, y0, x1, y1)
-        chin = self._points[CHIN_POINTS]
-        bottom = y1 + CHIN_DEPTH * (float(self._points[8, 1]) - y1)  # the background slides at the jaw's edge
-        boxes["chin"] = _clip((chin[:, 0].min(), y1, chin[:, 0].max(), bottom), size)
-        return boxes
+        the mouth also as its two halves, split at the lips' midline (``_layout``, compiled: this
+        runs every frame)."""
+        boxes = _layout(self._points, spotting_box_array(self._points), size, self.params.brow_eye_gap)
+        return dict(zip(BOX_NAMES, map(tuple, boxes.tolist())))
+
+
+def warm_up() -> None:
+    """Call the compiled box code once (see ``streamer.spotting.spotter.warm_up``)."""
+    points = np.zeros((68, 2), np.float32)
+    points[:, 0] = np.arange(68)
+    boxes = _layout(points, spotting_box_array(points), 128, 0.0)
+    _fit_layout(points, boxes[:len(FIT_EXCLUDED)], 128, 0.0)
 
 
 def _residual(flow: np.ndarray, box: tuple[int, int, int, int], model: np.ndarray) -> tuple[float, float]:
@@ -260,17 +269,61 @@ def _residual(flow: np.ndarray, box: tuple[int, int, int, int], model: np.ndarra
             v - (model[1, 0] * cx + model[1, 1] * cy + model[1, 2]))
 
 
-def _grid_start(pixel: float) -> int:
-    """The first grid sample (at GRID_STEP * k + GRID_STEP // 2) at or right of ``pixel``, as k >= 0."""
-    return max(0, math.ceil((pixel - GRID_STEP // 2) / GRID_STEP))
+@numba.njit(cache=True, nogil=True)
+def _clip(x0, y0, x1, y1, size):
+    """A box rounded (half to even, as Python rounds) and clipped to the crop, at least 2 pixels
+    wide and high."""
+    x0, y0 = min(max(int(np.rint(x0)), 0), size - 2), min(max(int(np.rint(y0)), 0), size - 2)
+    return x0, y0, max(min(int(np.rint(x1)), size), x0 + 2), max(min(int(np.rint(y1)), size), y0 + 2)
 
 
-def _clip(box, size: int) -> tuple[int, int, int, int]:
-    """``box`` rounded and clipped to the crop, at least 2 pixels wide and high (runs for every box of
-    every frame: plain arithmetic, no generator)."""
-    x0, y0, x1, y1 = box
-    x0, y0 = min(max(int(round(x0)), 0), size - 2), min(max(int(round(y0)), 0), size - 2)
-    return x0, y0, max(min(int(round(x1)), size), x0 + 2), max(min(int(round(y1)), size), y0 + 2)
+@numba.njit(cache=True, nogil=True)
+def _layout(points, groups, size, brow_eye_gap):
+    """The spotter's boxes in ``BOX_NAMES`` order from the averaged (float32) landmarks and their
+    ``spotting_box_array``: clipped to the crop, the brows ending ``brow_eye_gap`` (share of the
+    crop) above the upper lids, the mouth's two halves split at the lips' midline, and the chin."""
+    boxes = np.empty((len(BOX_NAMES), 4), np.int64)
+    for g in range(groups.shape[0]):
+        boxes[g] = _clip(groups[g, 0], groups[g, 1], groups[g, 2], groups[g, 3], size)
+    lid_top = float(points[37, 1])
+    for k in UPPER_LID_POINTS[1:]:
+        lid_top = min(lid_top, float(points[k, 1]))
+    lid_top -= brow_eye_gap * size
+    for b in BROW_BOXES:
+        boxes[b, 3] = max(boxes[b, 1] + 2, min(boxes[b, 3], int(lid_top)))
+    x0, y0, x1, y1 = boxes[MOUTH_BOX, 0], boxes[MOUTH_BOX, 1], boxes[MOUTH_BOX, 2], boxes[MOUTH_BOX, 3]
+    total = np.float32(0.0)  # the float32 mean numpy takes of these four values
+    for k in LIP_MIDLINE_POINTS:
+        total += points[k, 0]
+    middle = min(max(int(np.rint(float(total / np.float32(len(LIP_MIDLINE_POINTS))))), x0 + 2), x1 - 2)
+    boxes[MOUTH_HALF_BOXES[0]] = (x0, y0, middle, y1)
+    boxes[MOUTH_HALF_BOXES[1]] = (middle, y0, x1, y1)
+    left = min(points[CHIN_POINTS[0], 0], points[CHIN_POINTS[1], 0], points[CHIN_POINTS[2], 0])
+    right = max(points[CHIN_POINTS[0], 0], points[CHIN_POINTS[1], 0], points[CHIN_POINTS[2], 0])
+    bottom = y1 + CHIN_DEPTH * (float(points[8, 1]) - y1)  # the background slides at the jaw's edge
+    boxes[CHIN_BOX] = _clip(float(left), float(y1), float(right), bottom, size)
+    return boxes
+
+
+@numba.njit(cache=True, nogil=True)
+def _fit_layout(points, excluded, size, fit_margin):
+    """What the global-motion sample mask is drawn from, on the grid of GRID_STEP px: the face
+    outline's vertices (jaw line, then the brows raised by FOREHEAD of the crop), and the
+    ``excluded`` boxes widened by ``fit_margin`` (share of the crop) as grid rectangles, each
+    edge at the first sample (at GRID_STEP * k + GRID_STEP // 2) at or past it."""
+    polygon = np.empty((27, 2), np.int32)
+    for j in range(27):
+        k = j if j < 17 else 43 - j  # points 0..16, then 26 down to 17
+        raise_by = 0.0 if j < 17 else FOREHEAD * size
+        polygon[j, 0] = np.rint(float(points[k, 0]) / GRID_STEP - 0.5)
+        polygon[j, 1] = np.rint((float(points[k, 1]) - raise_by) / GRID_STEP - 0.5)
+    margin = fit_margin * size
+    rectangles = np.empty(excluded.shape, np.int64)
+    for b in range(excluded.shape[0]):
+        for c in range(4):
+            pixel = excluded[b, c] + (margin if c >= 2 else -margin)
+            rectangles[b, c] = max(0, math.ceil((pixel - GRID_STEP // 2) / GRID_STEP))
+    return polygon, rectangles
 
 
 def _mean_vector(flow: np.ndarray, box: tuple[int, int, int, int]) -> tuple[float, float]:

@@ -52,3 +52,16 @@ def create_spotter(params: SpotParams, fps: float) -> Spotter:
     from streamer.spotting.flow_spotter import FlowSpotter
 
     return FlowSpotter(params.flow, params.detect, fps)
+
+
+def warm_up(params: SpotParams) -> None:
+    """Run the profile's compiled spotting code once, so that numba's one-time start in a process
+    (about 0.5 s) is paid while a stream is being set up, not on the frame where a face appears."""
+    if params.method == "flow":
+        from streamer.spotting.flow_spotter import warm_up as warm_up_flow
+
+        warm_up_flow()
+    else:  # the LBP spotter's boxes
+        from streamer.faces.rois import spotting_rois
+
+        spotting_rois(np.zeros((68, 2), np.float32))
