@@ -8,8 +8,9 @@ import cv2
 import numpy as np
 import pytest
 
-from streamer.faces.rois import spotting_rois
+from streamer.faces.rois import SPOTTING_GROUPS, spotting_box_array, spotting_rois
 from streamer.spotting import create_spotter, load_spot_params
+from streamer.spotting.flow_spotter import BOX_NAMES, _fit_layout, _layout
 from training.synthetic.layouts import subject_identity
 from training.synthetic.settings import SynthSettings
 
@@ -114,3 +115,71 @@ def test_lbp_spotter_finds_a_furrow_appearing(face):
     found += spotter.flush()
     assert [86 <= f.apex <= 103 for f in found] == [True]
     assert spotter.look_ahead_s == pytest.approx(0.3 + 2 * 3 / FPS)
+
+
+def _boxes_as_defined(points: np.ndarray, size: int, brow_eye_gap: float) -> dict:
+    """The spotter's boxes by their plain definition (numpy and Python's round), which the compiled
+    ``_layout`` must reproduce exactly: the same boxes give the same signal."""
+    p = points.astype(np.float64)
+    interocular = float(np.hypot(*(p[45] - p[36])))
+
+    def clip(box):
+        x0, y0, x1, y1 = box
+        x0, y0 = min(max(int(round(x0)), 0), size - 2), min(max(int(round(y0)), 0), size - 2)
+        return x0, y0, max(min(int(round(x1)), size), x0 + 2), max(min(int(round(y1)), size), y0 + 2)
+
+    boxes = {}
+    for name, (indices, (mx, my)) in SPOTTING_GROUPS.items():
+        group = p[list(indices)]
+        boxes[name] = clip((math.floor(group[:, 0].min() - mx * interocular),
+                            math.floor(group[:, 1].min() - my * interocular),
+                            math.ceil(group[:, 0].max() + mx * interocular),
+                            math.ceil(group[:, 1].max() + my * interocular)))
+    lid_top = float(points[[37, 38, 43, 44], 1].min()) - brow_eye_gap * size
+    for name in ("left_eyebrow", "right_eyebrow"):
+        x0, y0, x1, y1 = boxes[name]
+        boxes[name] = (x0, y0, x1, max(y0 + 2, min(y1, int(lid_top))))
+    x0, y0, x1, y1 = boxes["mouth"]
+    middle = min(max(int(round(float(points[[51, 57, 62, 66], 0].mean()))), x0 + 2), x1 - 2)
+    boxes["mouth_left"], boxes["mouth_right"] = (x0, y0, middle, y1), (middle, y0, x1, y1)
+    chin = points[[7, 8, 9]]
+    bottom = y1 + 0.6 * (float(points[8, 1]) - y1)
+    boxes["chin"] = clip((chin[:, 0].min(), y1, chin[:, 0].max(), bottom))
+    return boxes
+
+
+def test_the_compiled_boxes_are_the_defined_ones_rounding_included(face):
+    _, points = face
+    rng = np.random.default_rng(3)
+    cases = [points]
+    for _ in range(300):  # jittered, moved and scaled faces, some half off the crop
+        moved = points * rng.uniform(0.7, 1.3) + rng.uniform(-40, 40, 2) + rng.normal(0, 1.5, points.shape)
+        cases.append(moved.astype(np.float32))
+    for _ in range(100):  # coordinates on whole and half pixels: ties that round half to even
+        cases.append((np.round(points * 2 + rng.integers(-3, 4, points.shape)) / 2).astype(np.float32))
+    for case in cases:
+        for gap in (0.04, 0.0, 0.13):
+            expected = _boxes_as_defined(case, SIZE, gap)
+            got = dict(zip(BOX_NAMES, map(tuple, _layout(case, spotting_box_array(case), SIZE, gap).tolist())))
+            assert got == expected
+    assert _boxes_as_defined(np.full((68, 2), 2.5, np.float32), SIZE, 0.0)["chin"][0] == 2  # a tie went to even
+
+
+def test_the_compiled_fit_grid_is_the_defined_one(face):
+    """``_fit_layout``: the face outline on the 4-px grid (np.round, half to even) and the excluded
+    boxes widened by the margin, each edge at the first grid sample at or past it."""
+    _, points = face
+    rng = np.random.default_rng(4)
+    for _ in range(200):
+        case = (points * rng.uniform(0.8, 1.2) + rng.normal(0, 2.0, points.shape)).astype(np.float32)
+        if rng.random() < 0.5:
+            case = (np.round(case * 2) / 2).astype(np.float32)  # ties on the grid
+        boxes = _layout(case, spotting_box_array(case), SIZE, 0.04)[:5]
+        margin = float(rng.uniform(0, 0.1))
+        polygon, rectangles = _fit_layout(case, boxes, SIZE, margin)
+        outline = np.concatenate([case[:17], case[26:16:-1] - (0.0, 0.1 * SIZE)])
+        np.testing.assert_array_equal(polygon, np.round(outline / 4 - 0.5).astype(np.int32))
+        m = margin * SIZE
+        expected = [[max(0, math.ceil((v - 2) / 4)) for v in (x0 - m, y0 - m, x1 + m, y1 + m)]
+                    for x0, y0, x1, y1 in boxes.tolist()]
+        assert rectangles.tolist() == expected
