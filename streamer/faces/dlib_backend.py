@@ -3,7 +3,7 @@
 Detection is the expensive part (about 30 ms at 640x480), so it runs on a copy shrunk as far
 as ``min_face_px`` allows (the HOG window is 80 pixels: a face of ``min_face_px`` must still
 be 80 pixels wide after shrinking) and its boxes are scaled back; the 68-point model (dlib's,
-fitted by :mod:`streamer.faces.shape_model` with dlib's landmarks, about 1 ms) then runs on the
+fitted by :mod:`streamer.faces.shape_model` with dlib's landmarks, about 0.5 ms) then runs on the
 full-size frame. Colour becomes grey as dlib makes it, by averaging the three channels (so
 their order does not matter), and a grey frame (a video's luma, decoded without colour:
 ``streamer.sources``) is taken as it is, which spares the colour conversion of every frame.
