@@ -111,6 +111,7 @@ def test_video_file_with_sidecars(tmp_path):
         (("clips", "--out", "X", "--distractors", "rain"), "unknown rain"),
         (("video", "--out", "X.mkv", "--duration", "1"), "unsupported video suffix"),
         (("long", "--out", "X", "--no-frames"), "nothing to write"),
+        (("faces", "--out", "X", "--subjects", "1", "--per-class", "1", "--size", "40"), "found no face"),
     ],
 )
 def test_bad_options_exit_2_with_one_line(tmp_path, capsys, args, message):
@@ -129,3 +130,36 @@ def test_config_file_is_validated(tmp_path):
     bad.write_text("[timing]\nmicro_duration_s = [0.1, 0.9]\n")
     with pytest.raises(ConfigError, match="micro_duration_s"):
         load_config(bad, SynthSettings)
+
+
+def test_faces_load_with_the_rafdb_reader_aligned_like_prepared_clips(tmp_path):
+    """Still macro-expression faces in RAF-DB's layout: the real reader loads them with the labels
+    the ground truth says, 100x100 as RAF-DB's aligned faces, each expression drawn from the
+    still-face AU table, and the same seed gives the same bytes."""
+    from training.synthetic.action_units import STILL_EMOTION_AUS
+
+    root, again = tmp_path / "faces", tmp_path / "again"
+    args = ("--subjects", "2", "--per-class", "2", "--seed", "3")
+    assert _synth("faces", "--out", str(root), *args) == 0
+    samples = load_dataset("rafdb", root=root)
+    assert len(samples) == 2 * 3 * 2
+    assert Counter(s.labels["megc3"] for s in samples) == {"positive": 4, "surprise": 4, "negative": 4}
+    assert Counter(s.emotion for s in samples) == {"happiness": 4, "surprise": 4, "disgust": 2, "sadness": 2}
+    truth = {face["image"]: face for face in json.loads((root / "ground_truth.json").read_text())["faces"]}
+    assert Counter(face["subject"] for face in truth.values()) == {"sub01": 6, "sub02": 6}
+    images = []
+    for sample in samples:
+        face = truth[f"{sample.sample_id}.jpg"]
+        assert sample.emotion == face["emotion"] and sample.attributes == {"split": "train"}
+        assert tuple(face["action_units"]) in STILL_EMOTION_AUS[face["emotion"]]
+        assert 0.5 < face["amplitude_px"] <= 10.0
+        image = cv2.imread(str(sample.frames[0]))
+        assert image.shape == (100, 100, 3)
+        images.append(image)
+    # The classes are not in file order (names are shuffled), and no two faces are the same picture.
+    assert [s.labels["megc3"] for s in samples] != sorted(s.labels["megc3"] for s in samples)
+    assert len({image.tobytes() for image in images}) == len(images)
+    assert _synth("faces", "--out", str(again), *args) == 0
+    files = sorted(p.relative_to(root) for p in root.rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(again) for p in again.rglob("*") if p.is_file())
+    assert all((root / f).read_bytes() == (again / f).read_bytes() for f in files)

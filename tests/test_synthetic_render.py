@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from training.synthetic.action_units import EMOTION_AUS
+from training.synthetic.action_units import EMOTION_AUS, STILL_EMOTION_AUS
 from training.synthetic.clips import ClipStreams, long_clip
 from training.synthetic.distractors import DistractorPlan
 from training.synthetic.events import Event, Timing
@@ -55,7 +55,8 @@ def _field(renderer, index):
 @pytest.mark.parametrize("subject", [0, 1])
 @pytest.mark.parametrize(
     "emotion, action_units",
-    [(emotion, combination) for emotion, combinations in EMOTION_AUS.items() for combination in combinations],
+    sorted({(emotion, combination) for table in (EMOTION_AUS, STILL_EMOTION_AUS)
+            for emotion, combinations in table.items() for combination in combinations}),
 )
 def test_flow_onset_to_apex_is_inside_the_action_units_with_the_requested_amplitude(identities, subject, emotion, action_units):
     amplitude = 2.5

@@ -223,8 +223,12 @@ def _toy_faces(n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def test_synthetic_recipe_learns_a_toy_task() -> None:
+    from training.pretrain import load_pretrain_recipe
+
     recipe = load_recipe("tldn", RECIPE_DIR / "tldn_synth.toml")
     assert recipe.model_options == SMALL
+    # Its pretraining (tests/test_zoo_synthetic.py) must build the same network, or the weights would not load.
+    assert load_pretrain_recipe("tldn", RECIPE_DIR / "tldn_synth_pretrain.toml").model_options == SMALL
     x, y = _toy_faces(90)
     subjects = [f"s{i // 6}" for i in range(90)]  # 15 subjects, 2 images of each class
     held_out = tuple(i for i, s in enumerate(subjects) if s in ("s0", "s1"))

@@ -153,7 +153,6 @@ def prepare_sample(sample: Sample, out: Path, options: dict) -> dict:
 
 def track_clip(paths: Sequence[Path], faces: FacesConfig, fps: float) -> np.ndarray:
     """``(n, S, S, 3)`` uint8 RGB aligned crops of the face tracked through the frame files."""
-    from streamer.frames import Frame
     from streamer.front_end import build_tracker
 
     tracker = build_tracker(faces)
@@ -162,11 +161,20 @@ def track_clip(paths: Sequence[Path], faces: FacesConfig, fps: float) -> np.ndar
         image = cv2.imread(str(path), cv2.IMREAD_COLOR)
         if image is None:
             raise InputError("cannot read frame (missing or not an image)", path=path)
-        tracked = tracker.update(Frame(index=index, t=index / fps, image=image, captured_at=0.0))
-        if not tracked:
+        crop = aligned_crop(tracker, image, index, fps)
+        if crop is None:
             raise InputError(f"no face found (frame {index + 1} of the clip)", path=path)
-        crops[index] = tracked[0].aligned.color[..., ::-1]  # BGR -> RGB
+        crops[index] = crop
     return crops
+
+
+def aligned_crop(tracker, image: np.ndarray, index: int, fps: float) -> np.ndarray | None:
+    """The tracked face of BGR frame ``index`` as the stream's front end aligns it, in RGB; None
+    when no face is found. ``tracker`` is ``streamer.front_end.build_tracker``'s."""
+    from streamer.frames import Frame
+
+    tracked = tracker.update(Frame(index=index, t=index / fps, image=image, captured_at=0.0))
+    return tracked[0].aligned.color[..., ::-1] if tracked else None  # BGR -> RGB
 
 
 def sample_entry(sample: Sample, name: str, count: int, apex_at: int, apex_from: str) -> dict:

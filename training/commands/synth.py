@@ -1,4 +1,4 @@
-"""``mer synth clips|long|video``: write synthetic micro-expression footage with ground truth."""
+"""``mer synth clips|long|video|faces``: write synthetic expression footage and faces with ground truth."""
 
 from __future__ import annotations
 
@@ -52,11 +52,21 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     video.add_argument("--subject", type=int, default=0, help="which subject (0-based) appears (default 0)")
     video.set_defaults(run=_run_video)
 
+    faces = kinds.add_parser("faces", help="still faces of macro-expressions in the RAF-DB basic layout (pretraining)",
+                             description="ROOT/EmoLabel/list_patition_label.txt, ROOT/Image/aligned/train_00001_aligned.jpg "
+                             "(100x100, aligned by the stream's face front end), ground_truth.json")
+    _common(faces, fps=None, size="192", distractors="noise")
+    faces.add_argument("--subjects", type=_positive, default=20, help="number of subjects (default 20)")
+    faces.add_argument("--per-class", type=_positive, default=4,
+                       help="faces per subject for each of positive, surprise, negative (default 4)")
+    faces.set_defaults(run=_run_faces)
 
-def _common(parser, *, fps: int, size: str, distractors: str, with_out: bool = True) -> None:
+
+def _common(parser, *, fps: int | None, size: str, distractors: str, with_out: bool = True) -> None:
     if with_out:
         parser.add_argument("--out", type=Path, required=True, help="output folder")
-    parser.add_argument("--fps", type=int, choices=FRAME_RATES, default=fps, help=f"frame rate (default {fps})")
+    if fps is not None:  # still faces have no frame rate
+        parser.add_argument("--fps", type=int, choices=FRAME_RATES, default=fps, help=f"frame rate (default {fps})")
     parser.add_argument("--size", default=size, help=f"frame size WIDTHxHEIGHT or one number for square (default {size})")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--distractors", default=distractors,
@@ -149,4 +159,13 @@ def _run_video(args) -> int:
         progress=not args.no_progress,
     )
     print(f"wrote {written.files[0]} ({written.frames} frames, {written.events} events) with {written.files[1].name}")
+    return 0
+
+
+def _run_faces(args) -> int:
+    from training.synthetic.layouts import write_faces
+
+    written = write_faces(args.out, subjects=args.subjects, per_class=args.per_class, size=parse_size(args.size),
+                          seed=args.seed, settings=_settings(args), progress=not args.no_progress)
+    print(f"wrote {written.clips} faces to {written.root}; labels {written.files[0].relative_to(written.root)}")
     return 0

@@ -86,6 +86,16 @@ EMOTION_AUS: dict[str, tuple[tuple[str, ...], ...]] = {
     "disgust": (("AU9",), ("AU9", "AU10"), ("AU4", "AU7"), ("AU4", "AU9")),
     "repression": (("AU14",), ("AU15", "AU17"), ("AU17",), ("AU14", "AU17")),
 }
+# The basic emotions that the synthetic still faces show (``mer synth faces``, RAF-DB's layout),
+# as RAF-DB names them. RAF-DB has no "repression", so its negative class is disgust and sadness
+# here; sadness takes the EMFACS prototype (AU1 + AU4 + AU15) and two variants with AU17, which
+# overlap CASME II's repression (AU15 / AU17) as the real emotions do.
+STILL_EMOTION_AUS: dict[str, tuple[tuple[str, ...], ...]] = {
+    "happiness": EMOTION_AUS["happiness"],
+    "surprise": EMOTION_AUS["surprise"],
+    "disgust": EMOTION_AUS["disgust"],
+    "sadness": (("AU1", "AU4", "AU15"), ("AU15", "AU17"), ("AU1", "AU4", "AU15", "AU17")),
+}
 EMOTION_CLASSES: dict[str, tuple[str, ...]] = {
     "positive": ("happiness",),
     "surprise": ("surprise",),

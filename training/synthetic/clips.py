@@ -8,11 +8,12 @@ does not change when another clip is added or removed.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
 
-from training.synthetic.action_units import expression_field, face_region
+from training.synthetic.action_units import EMOTION_AUS, STILL_EMOTION_AUS, expression_field, face_region
 from training.synthetic.distractors import DistractorPlan, blink_anchors, plan_distractors
 from training.synthetic.events import Event, Kind, Timing, draw_action_units, draw_timing, place_intervals
 from training.synthetic.fields import max_fold_free_amplitude
@@ -23,6 +24,7 @@ from training.synthetic.settings import SynthSettings
 
 FOLD_MARGIN = 0.95
 EVENT_GAP_S = 0.5  # quiet time kept between expressions in a long video
+STILL_FPS = 30.0  # the clock a still expression is timed on (only its apex frame is rendered)
 
 
 @dataclass(frozen=True)
@@ -64,15 +66,17 @@ class Clip:
 
 
 def draw_event(
-    rng: np.random.Generator, identity: Identity, emotion: str, kind: Kind, start: int, fps: float, settings: SynthSettings
+    rng: np.random.Generator, identity: Identity, emotion: str, kind: Kind, start: int, fps: float, settings: SynthSettings,
+    emotions: Mapping[str, tuple[tuple[str, ...], ...]] = EMOTION_AUS,
 ) -> Event:
-    """An event of ``emotion`` starting at frame ``start``: AU combination, timing and amplitude drawn.
+    """An event of ``emotion`` starting at frame ``start``: AU combination (from ``emotions``),
+    timing and amplitude drawn.
 
     The amplitude is capped just below the largest one that keeps this face's warp
     one-to-one (a small face cannot show a large macro-expression).
     """
     timing_settings = settings.timing
-    action_units = draw_action_units(rng, emotion)
+    action_units = draw_action_units(rng, emotion, emotions)
     durations = timing_settings.micro_duration_s if kind == "micro" else timing_settings.macro_duration_s
     timing = draw_timing(rng, start, fps, durations, timing_settings.apex_fraction)
     amplitudes = timing_settings.micro_amplitude_px if kind == "micro" else timing_settings.macro_amplitude_px
@@ -95,6 +99,14 @@ def short_clip(identity: Identity, emotion: str, fps: float, settings: SynthSett
     event = draw_event(rng, identity, emotion, "micro", lead, fps, settings)
     n_frames = event.timing.offset + 1 + tail
     return _with_distractors(identity, fps, n_frames, (event,), settings, streams)
+
+
+def still_expression(identity: Identity, emotion: str, settings: SynthSettings, streams: ClipStreams) -> tuple[Clip, int]:
+    """A macro-expression of one of RAF-DB's basic emotions and the frame of its apex: a still
+    face photo of a posed expression, as the macro-expression datasets hold (render that frame)."""
+    rng = streams.events
+    event = draw_event(rng, identity, emotion, "macro", 1, STILL_FPS, settings, STILL_EMOTION_AUS)
+    return _with_distractors(identity, STILL_FPS, event.timing.offset + 2, (event,), settings, streams), event.timing.apex
 
 
 def long_clip(

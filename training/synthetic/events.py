@@ -11,6 +11,7 @@ action (no velocity jump at onset or apex).
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
@@ -107,12 +108,14 @@ def draw_timing(
     return Timing.from_seconds(onset_s, onset_s + apex, onset_s + duration, fps)
 
 
-def draw_action_units(rng: np.random.Generator, emotion: str) -> tuple[str, ...]:
-    """One of the AU combinations listed for ``emotion``."""
+def draw_action_units(
+    rng: np.random.Generator, emotion: str, table: Mapping[str, tuple[tuple[str, ...], ...]] = EMOTION_AUS
+) -> tuple[str, ...]:
+    """One of the AU combinations that ``table`` lists for ``emotion``."""
     try:
-        variants = EMOTION_AUS[emotion]
+        variants = table[emotion]
     except KeyError:
-        raise InputError(f"no action units defined for emotion {emotion!r} (known: {', '.join(EMOTION_AUS)})") from None
+        raise InputError(f"no action units defined for emotion {emotion!r} (known: {', '.join(table)})") from None
     return variants[int(rng.integers(len(variants)))]
 
 

@@ -1,4 +1,5 @@
-"""The three outputs: CASME II-style clips, SAMM Long Videos-style long videos, plain video files.
+"""The outputs: CASME II-style clips, SAMM Long Videos-style long videos, plain video files, and
+RAF-DB-style still faces of macro-expressions (what the transfer-learning model pretrains on).
 
 Each writes frames where the real dataset puts them and an annotation sheet in the real
 dataset's schema (so the real readers load it unchanged), plus ``ground_truth.json``
@@ -12,15 +13,16 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from engines.errors import InputError
-from training.datasets import casme2, samm_lv
+from training.datasets import casme2, rafdb, samm_lv
 from training.datasets.frames import write_frames
 from training.datasets.sheets import write_casme2_coding_sheet, write_samm_lv_sheet
 from training.samples import Interval, Sample
-from training.synthetic.action_units import EMOTION_AUS, EMOTION_CLASSES
-from training.synthetic.clips import Clip, ClipStreams, long_clip, short_clip
+from training.synthetic.action_units import EMOTION_AUS, EMOTION_CLASSES, STILL_EMOTION_AUS
+from training.synthetic.clips import STILL_FPS, Clip, ClipStreams, long_clip, short_clip, still_expression
 from training.synthetic.identities import Identity, make_identity, subject_params
 from training.synthetic.settings import SynthSettings
 from training.synthetic.writers import write_json, write_video
@@ -31,8 +33,10 @@ GENERATOR = "mer-synth/1"
 CASME2_SHEET = casme2.DEFAULT_SHEETS[0]
 SAMM_LV_SHEET = samm_lv.DEFAULT_SHEETS[1]
 GROUND_TRUTH = "ground_truth.json"
-# Random-stream keys, so the two layouts never share draws for the same subject.
-CLIPS_KEY, LONG_KEY = 1, 2
+# Random-stream keys, so no two layouts share draws for the same subject.
+CLIPS_KEY, LONG_KEY, FACES_KEY = 1, 2, 3
+RAFDB_LABELS = {emotion: code for code, emotion in rafdb.EMOTIONS.items()}
+RAFDB_ALIGNED_SIZE = 100  # RAF-DB's aligned faces are 100x100
 
 
 @dataclass(frozen=True)
@@ -59,8 +63,11 @@ class Progress:
     def through(self, frames: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
         for frame in frames:
             yield frame
-            if self.bar is not None:
-                self.bar.update(1)
+            self.step()
+
+    def step(self) -> None:
+        if self.bar is not None:
+            self.bar.update(1)
 
     def close(self) -> None:
         if self.bar is not None:
@@ -125,6 +132,67 @@ def write_clips(
     ]
     write_json(root / GROUND_TRUTH, truth)
     return Written(root, len(plans), total, len(plans), (sheet, root / GROUND_TRUTH))
+
+
+def still_emotions(per_class: int) -> list[str]:
+    """RAF-DB emotion words for ``per_class`` faces of each MEGC class; negative alternates disgust/sadness."""
+    groups = {label: [e for e in STILL_EMOTION_AUS if rafdb.MEGC3_GROUPS[e] == label] for label in EMOTION_CLASSES}
+    return [emotions[k % len(emotions)] for emotions in groups.values() for k in range(per_class)]
+
+
+def write_faces(
+    root: Path, *, subjects: int, per_class: int, size: tuple[int, int], seed: int, settings: SynthSettings,
+    progress: bool = False,
+) -> Written:
+    """RAF-DB basic layout: ``root/EmoLabel/list_patition_label.txt`` and
+    ``root/Image/aligned/train_00001_aligned.jpg``, plus the ground truth.
+
+    Each face is the apex of a macro-expression (``settings.timing.macro_amplitude_px``)
+    rendered at ``size`` and aligned to 100x100 by the stream's face front end, as
+    ``mer prepare`` aligns clips, so pretraining sees faces framed as fine-tuning will. Image
+    names are numbered in a shuffled order, so the name does not give the class away. RAF-DB
+    publishes no identities; ``ground_truth.json`` names each face's subject.
+    """
+    from streamer.front_end import build_tracker
+    from training.prepare import aligned_crop, faces_config
+
+    plans: list[tuple[str, Clip, int]] = []
+    for s in range(subjects):
+        identity = subject_identity(s, seed, size, settings, f"sub{s + 1:02d}")
+        for k, emotion in enumerate(still_emotions(per_class)):
+            clip, apex = still_expression(identity, emotion, settings, ClipStreams.spawn(seed, FACES_KEY, s, k))
+            plans.append((emotion, clip, apex))
+    order = np.random.default_rng([seed, FACES_KEY]).permutation(len(plans))
+    aligned = root / "Image" / "aligned"
+    aligned.mkdir(parents=True, exist_ok=True)
+    faces = faces_config(RAFDB_ALIGNED_SIZE)
+    bar = Progress(len(plans), progress, "faces")
+    lines, records = [], []
+    try:
+        for number, k in enumerate(order, start=1):
+            emotion, clip, apex = plans[k]
+            name = f"train_{number:05d}.jpg"
+            crop = aligned_crop(build_tracker(faces), clip.renderer().frame(apex), 0, STILL_FPS)  # a fresh tracker: a new face
+            path = rafdb.aligned_image_path(root, name)
+            if crop is None:
+                raise InputError(f"the face front end found no face in synthetic face {name} (subject "
+                                 f"{clip.identity.subject}); use a larger --size", path=path)
+            if not cv2.imwrite(str(path), np.ascontiguousarray(crop[..., ::-1]), [cv2.IMWRITE_JPEG_QUALITY, 95]):
+                raise InputError("cannot write image", path=path)
+            lines.append(f"{name} {RAFDB_LABELS[emotion]}")
+            event = clip.events[0]
+            records.append({"image": name, "subject": clip.identity.subject, "emotion": emotion,
+                            "action_units": list(event.action_units), "amplitude_px": event.amplitude_px})
+            bar.step()
+    finally:
+        bar.close()
+    sheet = root / rafdb.LABEL_FILE
+    sheet.parent.mkdir(parents=True, exist_ok=True)
+    sheet.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    truth = _ground_truth("rafdb-faces", seed, STILL_FPS, size, settings, [clip.identity for _, clip, _ in plans])
+    truth["faces"] = records
+    write_json(root / GROUND_TRUTH, truth)
+    return Written(root, len(plans), len(plans), len(plans), (sheet, root / GROUND_TRUTH))
 
 
 def write_long_videos(
