@@ -56,6 +56,7 @@ class FoldJob:
     subjects: Sequence[str]
     class_names: Sequence[str]
     on_result: Callable[[FoldResult], None]
+    action_units: torch.Tensor | None = None  # AU targets for a recipe with au_loss_weight
 
 
 def run_folds_on_ray(jobs: Sequence[FoldJob], *, address: str | None, cpus_per_fold: float = 1,
@@ -74,7 +75,8 @@ def run_folds_on_ray(jobs: Sequence[FoldJob], *, address: str | None, cpus_per_f
         for job in jobs:
             key = id(job.inputs)
             if key not in data_refs:
-                data_refs[key] = ray.put((job.inputs, job.labels, list(job.subjects), tuple(job.class_names)))
+                data_refs[key] = ray.put((job.inputs, job.labels, list(job.subjects), tuple(job.class_names),
+                                          job.action_units))
             for fold in job.folds:
                 name = f"{job.name} fold {fold.test_subject}"
                 owners[name] = (job, fold)

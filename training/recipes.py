@@ -51,6 +51,11 @@ class TrainRecipe(ConfigModel):
     # (m·loss(y_i) + (1 - m)·loss(y_j)). On motion images the blend superposes two faces' motion.
     # 0 = off.
     mixup_alpha: float = Field(0.0, ge=0)
+    # Action units as a second task (training.action_unit_targets): a training-only linear head on
+    # the model's pre-logit features predicts each sample's FACS-coded AUs, and its binary
+    # cross-entropy (mean over the coded samples and the AUs), times this weight, joins the class
+    # loss. Samples without coding (SMIC) add nothing to it. 0 = off.
+    au_loss_weight: float = Field(0.0, ge=0)
     validation_fraction: float = Field(0.0, ge=0, lt=1)
     patience: int = Field(50, ge=1)
     seed: int = 0

@@ -13,6 +13,11 @@ SVM is fitted on the fold's training samples and becomes the model's final linea
 A model with an ``after_training(inputs, labels, weight, seed)`` method gets it called on
 the training samples once its epochs are done (DSTAN fits its SVM fusion there).
 
+With ``recipe.au_loss_weight > 0`` the fold also trains an action-unit head (a linear layer on
+the model's pre-logit features, ``training.action_unit_targets``) on the training samples'
+FACS codes. It exists only while training: the fold's weights and the exported engine are the
+model's own.
+
 Determinism: a fold's randomness (initial weights, batch order, inner split) comes from
 ``(recipe.seed, subject)`` only, so a fold gives the same result whether it runs alone,
 in a pool, or in any order. On CPU torch's kernels are deterministic for these models
@@ -106,8 +111,8 @@ def _scheduler(recipe: TrainRecipe, optimizer: torch.optim.Optimizer):
     return lr.SequentialLR(optimizer, [warmup, main], milestones=[recipe.warmup_epochs])
 
 
-def _optimizer(recipe: TrainRecipe, model: nn.Module) -> torch.optim.Optimizer:
-    parameters = model.parameters()
+def _optimizer(recipe: TrainRecipe, model: nn.Module, au_head: nn.Module | None = None) -> torch.optim.Optimizer:
+    parameters = list(model.parameters()) + ([] if au_head is None else list(au_head.parameters()))
     if recipe.optimizer == "adam":
         return torch.optim.Adam(parameters, lr=recipe.lr, betas=recipe.betas, weight_decay=recipe.weight_decay)
     if recipe.optimizer == "adamw":
@@ -136,6 +141,35 @@ def _loss(model: nn.Module, logits: torch.Tensor, target: torch.Tensor, weight: 
     return nn.functional.cross_entropy(logits, target, weight=weight, label_smoothing=label_smoothing)
 
 
+def _au_head(recipe: TrainRecipe, model: nn.Module, action_units: torch.Tensor | None) -> nn.Linear | None:
+    """The training-only AU head a recipe with ``au_loss_weight`` asks for (None without one)."""
+    if not recipe.au_loss_weight:
+        return None
+    if action_units is None:
+        raise ValueError("the recipe trains an action-unit head (au_loss_weight) but no sample carries AU codes "
+                         "(mer train --au-sheets names the CASME II / SAMM sheets for the composite)")
+    classifier = getattr(model, "fc", None)
+    if getattr(model, "closed_form", False) or not isinstance(classifier, nn.Linear) or not hasattr(model, "num_features"):
+        raise ValueError(f"au_loss_weight needs a model with forward_head(features, pre_logits=True) and a linear "
+                         f"'fc' head; {recipe.model} has none")
+    return nn.Linear(model.num_features, action_units.shape[1])
+
+
+def _logits_and_hidden(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The class logits and the pre-logit features they come from, in one pass (dropout drawn once)."""
+    hidden = model.forward_head(model.forward_features(x), pre_logits=True)
+    return model.fc(hidden), hidden
+
+
+def au_loss(au_logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Binary cross-entropy over the AUs of the coded samples (rows of ``targets`` without NaN);
+    zero, still attached to the graph, for a batch without any."""
+    coded = ~torch.isnan(targets[:, 0])
+    if not coded.any():
+        return au_logits.sum() * 0.0
+    return nn.functional.binary_cross_entropy_with_logits(au_logits[coded], targets[coded])
+
+
 @torch.inference_mode()
 def _predict(model: nn.Module, inputs: torch.Tensor, batch_size: int) -> torch.Tensor:
     model.eval()
@@ -158,10 +192,13 @@ def train_fold(
     labels: torch.Tensor,
     subjects: Sequence[str],
     class_names: Sequence[str],
+    action_units: torch.Tensor | None = None,
 ) -> FoldResult:
     """Train a fresh model on ``fold.train`` and score ``fold.test``.
 
     ``inputs`` indexes like a tensor; ``JitteredInputs`` also draws each epoch's training frames.
+    ``action_units`` ((N, AUs), NaN rows for uncoded samples: ``au_target_matrix``) feeds the AU
+    head of a recipe with ``au_loss_weight``; only the training samples' rows are read.
     """
     seed = fold_seed(recipe.seed, fold.test_subject)
     torch.manual_seed(seed)
@@ -172,7 +209,8 @@ def train_fold(
         raise ValueError(f"label_smoothing applies to cross-entropy; {recipe.model} trains with a loss of its own")
     if recipe.init_weights:
         load_matching_weights(model, recipe.init_weights)
-    optimizer = _optimizer(recipe, model)
+    au_head = _au_head(recipe, model, action_units)
+    optimizer = _optimizer(recipe, model, au_head)
     scheduler = _scheduler(recipe, optimizer)
 
     train_index = list(fold.train)
@@ -183,6 +221,7 @@ def train_fold(
         train_index = [i for i in train_index if subjects[i] not in held_back]
         x_val, y_val = inputs[validation_index], labels[validation_index]
     x_train, y_train = inputs[train_index], labels[train_index]
+    au_train = None if au_head is None else action_units[train_index]
     weight = _class_weights(y_train, num_classes, recipe.class_weighting)
     if getattr(model, "closed_form", False):
         model.fit_closed_form(x_train, y_train, weight, seed)
@@ -201,19 +240,33 @@ def train_fold(
     mixing = np.random.default_rng(seed + 2) if recipe.mixup_alpha > 0 else None
     for epoch in range(recipe.epochs):
         model.train()
+        if au_head is not None:
+            au_head.train()
         x_epoch = x_train if jitter is None else inputs.draw(train_index, jitter)
         order = torch.randperm(len(x_train), generator=generator)
         for start in range(0, len(order), recipe.batch_size):
             batch = order[start : start + recipe.batch_size]
             optimizer.zero_grad(set_to_none=True)
             if mixing is None:
-                loss = _loss(model, model(x_epoch[batch]), y_train[batch], weight, recipe.label_smoothing)
+                x_batch = x_epoch[batch]
             else:
                 share, partner = mixup_draw(mixing, recipe.mixup_alpha, len(batch))
-                logits = model(mixup_blend(x_epoch[batch], share, partner))
-                y = y_train[batch]
+                x_batch = mixup_blend(x_epoch[batch], share, partner)
+            if au_head is None:
+                logits = model(x_batch)
+            else:
+                logits, hidden = _logits_and_hidden(model, x_batch)
+            y = y_train[batch]
+            if mixing is None:
+                loss = _loss(model, logits, y, weight, recipe.label_smoothing)
+            else:
                 loss = (share * _loss(model, logits, y, weight, recipe.label_smoothing)
                         + (1 - share) * _loss(model, logits, y[partner], weight, recipe.label_smoothing))
+            if au_head is not None:
+                au_logits, au_batch = au_head(hidden), au_train[batch]
+                au_term = (au_loss(au_logits, au_batch) if mixing is None
+                           else share * au_loss(au_logits, au_batch) + (1 - share) * au_loss(au_logits, au_batch[partner]))
+                loss = loss + recipe.au_loss_weight * au_term
             loss.backward()
             optimizer.step()
         if scheduler is not None and (recipe.lr_decay_epochs is None or epoch < recipe.lr_decay_epochs):
@@ -261,15 +314,16 @@ def _use_averaged_weights(model: nn.Module, averaged, inputs: torch.Tensor, batc
 _WORKER: dict = {}
 
 
-def _init_worker(recipe, inputs, labels, subjects, class_names) -> None:
+def _init_worker(recipe, inputs, labels, subjects, class_names, action_units=None) -> None:
     torch.set_num_threads(1)
     torch.use_deterministic_algorithms(True)
-    _WORKER.update(recipe=recipe, inputs=inputs, labels=labels, subjects=subjects, class_names=class_names)
+    _WORKER.update(recipe=recipe, inputs=inputs, labels=labels, subjects=subjects, class_names=class_names,
+                   action_units=action_units)
 
 
 def _run_in_worker(fold: Fold) -> FoldResult:
     w = _WORKER
-    return train_fold(w["recipe"], fold, w["inputs"], w["labels"], w["subjects"], w["class_names"])
+    return train_fold(w["recipe"], fold, w["inputs"], w["labels"], w["subjects"], w["class_names"], w["action_units"])
 
 
 def run_folds(
@@ -282,6 +336,7 @@ def run_folds(
     workers: int | None = None,
     progress: bool = True,
     on_result: Callable[[FoldResult], None] | None = None,
+    action_units: torch.Tensor | None = None,
 ) -> list[FoldResult]:
     """Train every fold, in parallel worker processes when ``workers > 1``; results in fold order.
 
@@ -293,7 +348,7 @@ def run_folds(
         return []
     results: dict[str, FoldResult] = {}
     bar = tqdm(total=len(folds), desc=f"LOSO {recipe.model}", unit="fold", disable=not progress)
-    init_args = (recipe, inputs, labels, list(subjects), tuple(class_names))
+    init_args = (recipe, inputs, labels, list(subjects), tuple(class_names), action_units)
     def finished(result: FoldResult) -> None:
         results[result.test_subject] = result
         if on_result is not None:
@@ -302,7 +357,7 @@ def run_folds(
 
     if workers <= 1:
         for fold in folds:
-            finished(train_fold(recipe, fold, inputs, labels, subjects, class_names))
+            finished(train_fold(recipe, fold, inputs, labels, subjects, class_names, action_units))
     else:
         context = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=init_args) as pool:

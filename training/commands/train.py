@@ -26,6 +26,7 @@ import platform
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -67,6 +68,9 @@ def add_parser(subparsers) -> None:
     train.add_argument("--init-weights", type=Path,
                        help="start every fold from this state dict (e.g. mer pretrain's weights.pth); "
                        "overrides the recipe's init_weights")
+    train.add_argument("--au-sheets", type=Path, metavar="DIR",
+                       help="folder holding the CASME II and SAMM coding sheets (standard names): the composite's "
+                            "samples take their action units from them, for a recipe with au_loss_weight")
     train.add_argument("--workers", type=int, help="parallel fold processes (default: number of cores)")
     train.add_argument("--resume", action="store_true", help="reuse the folds an interrupted run in --out already finished")
     train.add_argument("--final", action="store_true",
@@ -110,14 +114,30 @@ def _seed_list(text: str) -> list[int]:
     return seeds
 
 
-def _load_task(args, model: str, model_options: dict, *, training: bool = True):
+class _Task(NamedTuple):
+    """What a run trains and scores on: the samples, their inputs and labels, the folds, the model cfg,
+    and the samples' action-unit targets (None when none is coded: ``au_target_matrix``)."""
+
+    samples: list
+    inputs: object  # a tensor, or JitteredInputs
+    labels: torch.Tensor
+    class_map: object  # ClassMap
+    folds: list
+    cfg: object  # ModelCfg
+    action_units: torch.Tensor | None
+
+
+def _load_task(args, model: str, model_options: dict, *, training: bool = True) -> _Task:
     """Samples with a label under the class map, their inputs, labels, the folds to run and the model cfg.
 
     The inputs are what the model built with ``model_options`` takes (its cfg says: the
-    composite's flow images, or clips of face crops), so the model is built once here.
+    composite's flow images, or clips of face crops), so the model is built once here. The
+    samples' AUs come from their own sheet (CASME II, SAMM) or, with ``--au-sheets``, from their
+    source datasets' sheets (the composite).
     """
     from engines.models import create_model
     from training.classmaps import CLASS_MAPS
+    from training.action_unit_targets import attach_source_action_units, au_target_matrix
     from training.datasets import SPOTTING_DATASETS, load_dataset
     from training.inputs import load_model_inputs
     from training.protocol import leave_one_subject_out
@@ -130,6 +150,9 @@ def _load_task(args, model: str, model_options: dict, *, training: bool = True):
     samples = [s for s in load_dataset(args.dataset, root=args.root, sheet=args.sheet) if class_map.name in s.labels]
     if not samples:
         raise InputError(f"no sample of {args.dataset} has a {class_map.name} label", path=args.root)
+    au_sheets = getattr(args, "au_sheets", None)
+    if au_sheets is not None:
+        samples = attach_source_action_units(samples, au_sheets)
     built = create_model(model, label_names=class_map.classes, **model_options)
     cfg = built.cfg
     # Training-time onset/apex jitter (MMNet's), drawn from the cached clips; evaluation uses the labelled frames.
@@ -141,7 +164,7 @@ def _load_task(args, model: str, model_options: dict, *, training: bool = True):
         folds = leave_one_subject_out(samples, wanted)
     except ValueError as exc:
         raise InputError(str(exc)) from None
-    return samples, inputs, labels, class_map, folds, cfg
+    return _Task(samples, inputs, labels, class_map, folds, cfg, au_target_matrix(samples))
 
 
 def _pooled(samples, folds, scores_by_fold, labels, class_names):
@@ -159,7 +182,7 @@ class _Run:
     name: str
     out: Path
     recipe: object  # TrainRecipe
-    task: tuple  # _load_task's (samples, inputs, labels, class_map, folds, cfg)
+    task: _Task
     store: object  # FoldStore
     fold_keys: dict[str, list[str]]
     resumed: dict[str, object]  # subject -> FoldResult read back from the store
@@ -213,14 +236,19 @@ def _plan_runs(args) -> list[_Run]:
             plans.append((path, parse_config({**recipe.model_dump(mode="json"), **overrides}, type(recipe),
                                              source=f"{path or recipe.model} with the command line's overrides")))
     single = len(plans) == 1
-    tasks: dict[str, tuple] = {}  # model options -> the loaded task, shared by runs that use the same inputs
+    tasks: dict[str, _Task] = {}  # model options -> the loaded task, shared by runs that use the same inputs
     runs = []
     for path, recipe in plans:
         name = f"{path.stem if path is not None else recipe.model}-seed{recipe.seed}"
         options_key = json.dumps([recipe.model, recipe.model_options], sort_keys=True)
         if options_key not in tasks:
             tasks[options_key] = _load_task(args, recipe.model, recipe.model_options)
-        samples, inputs, labels, class_map, folds, cfg = task = tasks[options_key]
+        task = tasks[options_key]
+        samples, class_map, folds = task.samples, task.class_map, task.folds
+        if recipe.au_loss_weight and task.action_units is None:
+            raise InputError(f"the recipe trains an action-unit head (au_loss_weight = {recipe.au_loss_weight}), but no "
+                             f"sample of {args.dataset} carries AU codes: give --au-sheets (the folder holding the "
+                             "CASME II and SAMM coding sheets)", path=path)
         out = args.out if single else args.out / name
         keys = [sample.key for sample in samples]
         store = FoldStore(out, {
@@ -253,13 +281,14 @@ def run_train(args) -> int:
         raise InputError("--cpus-per-fold and --gpus-per-fold are the resources of --ray's fold tasks")
     runs = _plan_runs(args)
     started = time.perf_counter()
-    pending = {run.name: [f for f in run.task[4] if f.test_subject not in run.resumed] for run in runs}
+    pending = {run.name: [f for f in run.task.folds if f.test_subject not in run.resumed] for run in runs}
     if args.ray is not None:
         from training.distributed import FoldJob, run_folds_on_ray
 
-        jobs = [FoldJob(run.name, run.recipe, pending[run.name], run.task[1], run.task[2],
-                        [s.subject for s in run.task[0]], run.task[3].classes,
-                        on_result=lambda result, run=run: run.store.save(result, run.fold_keys[result.test_subject]))
+        jobs = [FoldJob(run.name, run.recipe, pending[run.name], run.task.inputs, run.task.labels,
+                        [s.subject for s in run.task.samples], run.task.class_map.classes,
+                        on_result=lambda result, run=run: run.store.save(result, run.fold_keys[result.test_subject]),
+                        action_units=run.task.action_units)
                 for run in runs]
         fresh = run_folds_on_ray(jobs, address=None if args.ray == "local" else args.ray,
                                  cpus_per_fold=1.0 if args.cpus_per_fold is None else args.cpus_per_fold,
@@ -267,11 +296,12 @@ def run_train(args) -> int:
     else:
         fresh = {}
         for run in runs:
-            samples, inputs, labels, class_map, _, _ = run.task
-            fresh[run.name] = run_folds(run.recipe, pending[run.name], inputs, labels, [s.subject for s in samples],
-                                        class_map.classes, args.workers,
+            task = run.task
+            fresh[run.name] = run_folds(run.recipe, pending[run.name], task.inputs, task.labels,
+                                        [s.subject for s in task.samples], task.class_map.classes, args.workers,
                                         on_result=lambda result, run=run: run.store.save(
-                                            result, run.fold_keys[result.test_subject]))
+                                            result, run.fold_keys[result.test_subject]),
+                                        action_units=task.action_units)
     seconds = round(time.perf_counter() - started, 1)
     summary, failed = [], []
     for run in runs:
@@ -296,10 +326,11 @@ def _train_final(run: _Run) -> dict:
     from training.protocol import Fold, natural_key
     from training.trainer import train_fold
 
-    samples, inputs, labels, class_map, _, _ = run.task
+    samples = run.task.samples
     started = time.perf_counter()
     everything = Fold(FINAL_FOLD, tuple(range(len(samples))), ())
-    result = train_fold(run.recipe, everything, inputs, labels, [s.subject for s in samples], class_map.classes)
+    result = train_fold(run.recipe, everything, run.task.inputs, run.task.labels, [s.subject for s in samples],
+                        run.task.class_map.classes, run.task.action_units)
     write_state_dict(result.state_dict, run.out / FINAL_WEIGHTS)
     subjects = sorted({s.subject for s in samples}, key=natural_key)
     log.info("%s: final model on all %d samples of %d subjects -> %s", run.name, len(samples), len(subjects),
@@ -314,7 +345,7 @@ def _finish_run(args, run: _Run, fresh, seconds: float, final: dict | None = Non
     """Pool a finished run's folds and write its outputs; returns its overall report."""
     from training.reports import write_run_outputs
 
-    samples, _, labels, class_map, folds, cfg = run.task
+    samples, _, labels, class_map, folds, cfg, _ = run.task
     by_subject = {**run.resumed, **{result.test_subject: result for result in fresh}}
     results = [by_subject[fold.test_subject] for fold in folds]
     predictions = _pooled(samples, folds, [r.scores for r in results], labels, class_map.classes)
@@ -328,6 +359,7 @@ def _finish_run(args, run: _Run, fresh, seconds: float, final: dict | None = Non
         "recipe": run.recipe.model_dump(),
         "epochs_run": {r.test_subject: r.epochs_run for r in results},
         "seconds": seconds,
+        **({"au_sheets": str(args.au_sheets)} if getattr(args, "au_sheets", None) is not None else {}),
         **({"final": final} if final else {}),
         "torch": torch.__version__,
         "python": platform.python_version(),
@@ -386,7 +418,7 @@ def run_evaluate(args) -> int:
     model_options = json_object_option(args.model_args, "--model-args")
     if model_options is None:
         model_options = _recorded_model_options(args.weights_dir)
-    samples, inputs, labels, class_map, folds, _ = _load_task(args, args.model, model_options, training=False)
+    samples, inputs, labels, class_map, folds, _, _ = _load_task(args, args.model, model_options, training=False)
     scores_by_fold = []
     for fold in folds:
         model = create_model(args.model, label_names=class_map.classes, **model_options)

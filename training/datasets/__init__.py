@@ -57,6 +57,14 @@ def reader_module(name: str) -> ModuleType:
     return importlib.import_module(f"{__name__}.{READERS[name]}")
 
 
+def standard_sheet(name: str, folder: str | Path) -> Path:
+    """Dataset ``name``'s annotation sheet in ``folder``, under its standard file name."""
+    sheet = _default_sheet(name, Path(folder), reader_module(name).DEFAULT_SHEETS)
+    if sheet is None:
+        raise InputError(f"{name} has no annotation sheet (its labels come from its folder layout)", path=folder)
+    return sheet
+
+
 def _default_sheet(name: str, root: Path | None, candidates: tuple[str, ...]) -> Path | None:
     """The first standard sheet file found in ``root``; None for a layout-only corpus (SMIC)."""
     if not candidates:
