@@ -156,10 +156,14 @@ def test_mer_pretrain_end_to_end(tmp_path) -> None:
                       'patience = 20\nseed = 0\nmodel_options = { image_size = 32, magnify = false, '
                       'stem_channels = 4, growth_rate = 4, first_block_layers = 1 }\n')
     out = tmp_path / "out"
+    threads = torch.get_num_threads()
     code = main(["pretrain", "--model", "tldn", "--dataset", "fer2013,rafdb,ckplus",
-                 "--root", f"{fer_root},{raf_root},{ck_root}", "--out", str(out), "--recipe", str(recipe)])
+                 "--root", f"{fer_root},{raf_root},{ck_root}", "--out", str(out), "--recipe", str(recipe),
+                 "--threads", "1"])
     assert code == 0
     summary = json.loads((out / "pretrain.json").read_text())
+    assert summary["torch_threads"] == 1
+    assert torch.get_num_threads() == threads  # the process's own count comes back
     assert summary["classes"] == list(CLASSES)
     assert summary["datasets"]["fer2013"]["samples"] == 30 and summary["datasets"]["fer2013"]["labelled"] == 27
     assert summary["datasets"]["ckplus"]["classes"] == {"negative": 1, "positive": 1, "surprise": 1}
@@ -205,3 +209,5 @@ def test_bad_pretrain_requests_fail_with_one_line(tmp_path, capsys) -> None:
     assert main(["pretrain", "--model", "tldn", "--out", str(tmp_path / "o"), "--recipe", str(cosine),
                  "--dataset", "fer2013", "--root", str(tmp_path)]) == 2
     assert "lr_schedule" in capsys.readouterr().err
+    assert main([*common, "--dataset", "fer2013", "--root", str(tmp_path), "--threads", "0"]) == 2
+    assert "--threads" in capsys.readouterr().err

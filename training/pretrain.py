@@ -311,6 +311,7 @@ def run_pretraining(
         "recipe": recipe.model_dump(),
         "seconds": round(time.perf_counter() - started, 1),
         "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
         "python": platform.python_version(),
     }
     (out / SUMMARY_NAME).write_text(json.dumps(summary, indent=2))

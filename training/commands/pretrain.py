@@ -34,10 +34,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     pretrain.add_argument("--recipe", type=Path, help="recipe TOML (default: configs/train/<model>_pretrain.toml)")
     pretrain.add_argument("--epochs", type=int, help="override the recipe's maximum number of epochs")
     pretrain.add_argument("--seed", type=int, help="override the recipe's seed")
+    pretrain.add_argument("--threads", type=int,
+                          help="torch CPU threads (default: torch's own, one per core). Set it beside other jobs: "
+                               "more threads than free cores slow training several-fold. The count can change the "
+                               "last digits of the sums, so pretrain.json records it")
     pretrain.set_defaults(run=run_pretrain)
 
 
 def run_pretrain(args: argparse.Namespace) -> int:
+    import torch
+
     from training.pretrain import load_pretrain_recipe, run_pretraining
 
     recipe = load_pretrain_recipe(args.model, args.recipe)
@@ -47,7 +53,15 @@ def run_pretrain(args: argparse.Namespace) -> int:
         raise InputError(f"recipe is for model {recipe.model!r}, not {args.model!r}", path=args.recipe)
     if recipe.epochs < 1:
         raise InputError(f"--epochs must be at least 1, got {recipe.epochs}")
-    summary = run_pretraining(recipe, _names(args.dataset), _names(args.root), args.out)
+    if args.threads is not None and args.threads < 1:
+        raise InputError(f"must be >= 1, got {args.threads}", column="--threads")
+    threads_before = torch.get_num_threads()
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    try:
+        summary = run_pretraining(recipe, _names(args.dataset), _names(args.root), args.out)
+    finally:
+        torch.set_num_threads(threads_before)
     used = sum(summary["train"].values()) + sum(summary["validation"].values())
     print(f"{args.model} pretrained on {args.dataset} ({used} images): best validation accuracy "
           f"{summary['best_val_acc']:.4f} at epoch {summary['best_epoch']} of {summary['epochs_run']} -> {args.out}")
