@@ -76,7 +76,9 @@ def test_a_grid_of_models_seeds_and_recipes_runs_together_and_a_failing_run_fail
                                             "ststnet mean", "ststnet std", "off_apexnet mean", "off_apexnet std"]
     assert float(rows[4]["uf1"]) == pytest.approx((float(rows[0]["uf1"]) + float(rows[1]["uf1"])) / 2, abs=1e-4)
     for run, model in (("ststnet-seed4", "ststnet"), ("off_apexnet-seed3", "off_apexnet")):
-        assert json.loads((out / run / "metrics_detail.json").read_text())["run"]["model"] == model
+        record = json.loads((out / run / "metrics_detail.json").read_text())["run"]
+        assert record["model"] == model
+        assert record["seconds_for"] == "all 6 runs of the grid, trained together on Ray"  # folds interleave there
 
 
 def test_ray_and_local_fold_processes_are_not_mixed(toy_composite, tmp_path, capsys):  # noqa: F811

@@ -63,6 +63,26 @@ def test_selected_folds_and_bad_input(toy_composite, tmp_path, capsys):
     assert "nonet" in capsys.readouterr().err
 
 
+def test_a_local_grid_trains_each_seed_and_times_each_run(toy_composite, tmp_path):
+    out = tmp_path / "grid"
+    assert main(["-q", "train", "--model", "ststnet", "--dataset", "megc2019-flow", "--root", str(toy_composite),
+                 "--out", str(out), "--epochs", "20", "--folds", "sub01,006", "--seed", "1,2", "--workers", "1"]) == 0
+    runs = [json.loads((out / f"ststnet-seed{seed}" / "metrics_detail.json").read_text())["run"] for seed in (1, 2)]
+    assert [run["recipe"]["seed"] for run in runs] == [1, 2]
+    # Locally the runs train one after the other, and each records its own time: the second's began
+    # once the first had saved its last fold, so it is no longer than the span between the two runs'
+    # last fold files (up to 0.2 s more: the recorded time's rounding, and a busy machine's pauses).
+    last_fold = [max(path.stat().st_mtime for path in (out / f"ststnet-seed{seed}" / "folds").glob("*.json"))
+                 for seed in (1, 2)]
+    assert all("seconds_for" not in run for run in runs)
+    assert 0 < runs[1]["seconds"] <= last_fold[1] - last_fold[0] + 0.2
+    with open(out / "runs.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [row["run"] for row in rows] == ["ststnet-seed1", "ststnet-seed2", "ststnet mean", "ststnet std"]
+    metrics = [json.loads((out / f"ststnet-seed{seed}" / "metrics.json").read_text())["all"] for seed in (1, 2)]
+    assert float(rows[2]["uf1"]) == pytest.approx((metrics[0]["uf1"] + metrics[1]["uf1"]) / 2, abs=1e-4)
+
+
 def test_a_grid_of_models_checks_every_name_and_recipe_before_training(toy_composite, tmp_path, capsys):
     def train(*extra: str) -> str:
         assert main(["train", "--dataset", "megc2019-flow", "--root", str(toy_composite), "--out",

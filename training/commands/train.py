@@ -280,11 +280,11 @@ def run_train(args) -> int:
     if args.ray is None and (args.cpus_per_fold is not None or args.gpus_per_fold is not None):
         raise InputError("--cpus-per-fold and --gpus-per-fold are the resources of --ray's fold tasks")
     runs = _plan_runs(args)
-    started = time.perf_counter()
     pending = {run.name: [f for f in run.task.folds if f.test_subject not in run.resumed] for run in runs}
     if args.ray is not None:
         from training.distributed import FoldJob, run_folds_on_ray
 
+        started = time.perf_counter()
         jobs = [FoldJob(run.name, run.recipe, pending[run.name], run.task.inputs, run.task.labels,
                         [s.subject for s in run.task.samples], run.task.class_map.classes,
                         on_result=lambda result, run=run: run.store.save(result, run.fold_keys[result.test_subject]),
@@ -293,23 +293,27 @@ def run_train(args) -> int:
         fresh = run_folds_on_ray(jobs, address=None if args.ray == "local" else args.ray,
                                  cpus_per_fold=1.0 if args.cpus_per_fold is None else args.cpus_per_fold,
                                  gpus_per_fold=0.0 if args.gpus_per_fold is None else args.gpus_per_fold)
+        # The runs' folds interleave on the cluster: only the whole grid has a wall time.
+        together = round(time.perf_counter() - started, 1)
+        seconds = {run.name: together for run in runs}
     else:
-        fresh = {}
+        fresh, seconds = {}, {}
         for run in runs:
-            task = run.task
+            task, run_started = run.task, time.perf_counter()
             fresh[run.name] = run_folds(run.recipe, pending[run.name], task.inputs, task.labels,
                                         [s.subject for s in task.samples], task.class_map.classes, args.workers,
                                         on_result=lambda result, run=run: run.store.save(
                                             result, run.fold_keys[result.test_subject]),
                                         action_units=task.action_units)
-    seconds = round(time.perf_counter() - started, 1)
+            seconds[run.name] = round(time.perf_counter() - run_started, 1)
     summary, failed = [], []
     for run in runs:
         if isinstance(fresh[run.name], str):
             failed.append(f"{run.name}: {fresh[run.name]}")
             continue
         final = _train_final(run) if args.final else None
-        overall = _finish_run(args, run, fresh[run.name], seconds, final)
+        overall = _finish_run(args, run, fresh[run.name], seconds[run.name], final,
+                              shared_by=len(runs) if args.ray is not None and len(runs) > 1 else 1)
         summary.append({"run": run.name, "seed": run.recipe.seed, "uf1": overall.uf1, "uar": overall.uar,
                         "acc": overall.acc})
     if len(runs) > 1:
@@ -341,8 +345,11 @@ def _train_final(run: _Run) -> dict:
             "seconds": round(time.perf_counter() - started, 1)}
 
 
-def _finish_run(args, run: _Run, fresh, seconds: float, final: dict | None = None):
-    """Pool a finished run's folds and write its outputs; returns its overall report."""
+def _finish_run(args, run: _Run, fresh, seconds: float, final: dict | None = None, shared_by: int = 1):
+    """Pool a finished run's folds and write its outputs; returns its overall report.
+
+    ``seconds`` is the run's own training time, or with ``shared_by > 1`` (a grid on Ray, whose
+    runs train at once) the whole grid's, which the record then says."""
     from training.reports import write_run_outputs
 
     samples, _, labels, class_map, folds, cfg, _ = run.task
@@ -359,6 +366,7 @@ def _finish_run(args, run: _Run, fresh, seconds: float, final: dict | None = Non
         "recipe": run.recipe.model_dump(),
         "epochs_run": {r.test_subject: r.epochs_run for r in results},
         "seconds": seconds,
+        **({"seconds_for": f"all {shared_by} runs of the grid, trained together on Ray"} if shared_by > 1 else {}),
         **({"au_sheets": str(args.au_sheets)} if getattr(args, "au_sheets", None) is not None else {}),
         **({"final": final} if final else {}),
         "torch": torch.__version__,
