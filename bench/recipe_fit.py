@@ -83,7 +83,8 @@ def main(argv=None) -> None:
         key = json.dumps([recipe.model, recipe.model_options], sort_keys=True)
         if key not in tasks:
             tasks[key] = _load_task(task_args, recipe.model, dict(recipe.model_options))
-        samples, inputs, labels, class_map, folds, _, _ = tasks[key]
+        task = tasks[key]
+        samples, inputs, labels, class_map, folds = task.samples, task.inputs, task.labels, task.class_map, task.folds
         fold = folds[args.fold]
         subjects = [sample.subject for sample in samples]
         row = {"recipe": args.recipe + (f" + {spec}" if spec else ""), "fold": fold.test_subject,

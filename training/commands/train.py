@@ -136,8 +136,8 @@ def _load_task(args, model: str, model_options: dict, *, training: bool = True) 
     source datasets' sheets (the composite).
     """
     from engines.models import create_model
-    from training.classmaps import CLASS_MAPS
     from training.action_unit_targets import attach_source_action_units, au_target_matrix
+    from training.classmaps import CLASS_MAPS
     from training.datasets import SPOTTING_DATASETS, load_dataset
     from training.inputs import load_model_inputs
     from training.protocol import leave_one_subject_out
@@ -352,7 +352,8 @@ def _finish_run(args, run: _Run, fresh, seconds: float, final: dict | None = Non
     runs train at once) the whole grid's, which the record then says."""
     from training.reports import write_run_outputs
 
-    samples, _, labels, class_map, folds, cfg, _ = run.task
+    task = run.task
+    samples, labels, class_map, folds, cfg = task.samples, task.labels, task.class_map, task.folds, task.cfg
     by_subject = {**run.resumed, **{result.test_subject: result for result in fresh}}
     results = [by_subject[fold.test_subject] for fold in folds]
     predictions = _pooled(samples, folds, [r.scores for r in results], labels, class_map.classes)
@@ -426,7 +427,8 @@ def run_evaluate(args) -> int:
     model_options = json_object_option(args.model_args, "--model-args")
     if model_options is None:
         model_options = _recorded_model_options(args.weights_dir)
-    samples, inputs, labels, class_map, folds, _, _ = _load_task(args, args.model, model_options, training=False)
+    task = _load_task(args, args.model, model_options, training=False)
+    samples, inputs, labels, class_map, folds = task.samples, task.inputs, task.labels, task.class_map, task.folds
     scores_by_fold = []
     for fold in folds:
         model = create_model(args.model, label_names=class_map.classes, **model_options)
