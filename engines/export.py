@@ -97,7 +97,7 @@ FORMATS: dict[str, ExportFormat] = {
         ExportFormat("onnx", ".onnx", False, ("opset",), "ONNX graph, dynamic batch (ONNX Runtime and torch backends)"),
         ExportFormat(
             "tensorrt", ".plan", True, ("opset", "precision", "max_batch", "calibration"),
-            "ONNX plus a serialised TensorRT plan (NVIDIA GPU with TensorRT 10)",
+            "ONNX plus a serialised TensorRT plan (NVIDIA GPU with TensorRT 10 or 11)",
         ),
     )
 }
@@ -348,12 +348,9 @@ def export_model(
             if calibration_set.contract != wanted:
                 raise InputError(f"calibration set made for {calibration_set.contract}, the engine takes {wanted}",
                                  path=calibration_set.path)
-        plan_path, plan_info = build_plan_file(onnx_path, out_dir, sample_shape=tuple(sample_shape),
-                                               precision=precision, max_batch=max_batch, calibration=calibration_set)
-        files[plan_path.name] = plan_path
-        calibration_cache = out_dir / "model.int8.calibration"
-        if calibration_cache.is_file():
-            files[calibration_cache.name] = calibration_cache
+        written, plan_info = build_plan_file(onnx_path, out_dir, sample_shape=tuple(sample_shape),
+                                             precision=precision, max_batch=max_batch, calibration=calibration_set)
+        files.update({path.name: path for path in written})
         manifest["tensorrt"] = plan_info
     manifest["files"] = {name: file_entry(path) for name, path in files.items()}
     write_manifest(out_dir, manifest)

@@ -27,6 +27,22 @@ def shared_data() -> Path:
     return root
 
 
+@pytest.fixture(scope="session")
+def engines(tmp_path_factory):
+    """Every registered model exported once with seeded random weights: ``{name: engine_dir}``.
+    Shared, so tests only read these directories."""
+    from engines.export import export_model
+    from engines.models import list_models
+    from tests.test_export import make_model
+
+    root = tmp_path_factory.mktemp("registered-engines")
+    dirs = {}
+    for name in list_models():
+        dirs[name] = root / name
+        export_model(make_model(name), dirs[name])
+    return dirs
+
+
 @pytest.fixture(scope="module")
 def one_torch_thread():
     """torch on one thread for a module of small-tensor tests (more threads only contend on a

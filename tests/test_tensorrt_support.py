@@ -10,9 +10,7 @@ import pytest
 from onnx import TensorProto, helper
 
 from engines.errors import InputError
-from engines.export import export_model
 from engines.manifest import read_manifest
-from engines.models import list_models
 from engines.runtime.tensorrt_backend import write_plan_file
 from engines.runtime.tensorrt_support import (
     CalibrationSet,
@@ -25,19 +23,9 @@ from engines.runtime.tensorrt_support import (
     write_calibration_set,
 )
 from streamer.cli import main
-from tests.test_export import make_model
 from training.calibration import choose_calibration_samples
 from training.samples import Sample
 
-
-@pytest.fixture(scope="module")
-def engines(tmp_path_factory):
-    root = tmp_path_factory.mktemp("trt-engines")
-    dirs = {}
-    for name in list_models():
-        dirs[name] = root / name
-        export_model(make_model(name), dirs[name])
-    return dirs
 
 
 # --- ONNX checks ------------------------------------------------------------------------------
@@ -94,10 +82,11 @@ def test_plan_keys_name_everything_a_plan_depends_on() -> None:
     variants = [
         PlanKey(**{**KEY.__dict__, field: value})
         for field, value in (("onnx_sha256", "cd" * 32), ("tensorrt", "10.10.0"), ("device", "NVIDIA L4"),
-                             ("precision", "fp32"), ("max_batch", 32))
+                             ("precision", "fp32"), ("max_batch", 32),
+                             ("graph_recipe", "onnxruntime 1.33.0 float16, float32 input and output"))
     ]
     names = {key.file_name() for key in [KEY, *variants]}
-    assert len(names) == 6
+    assert len(names) == 7
     int8 = PlanKey(**{**KEY.__dict__, "precision": "int8", "calibration_sha256": "ef" * 32})
     other_set = PlanKey(**{**int8.__dict__, "calibration_sha256": "01" * 32})
     assert int8.file_name() != other_set.file_name()

@@ -1,9 +1,12 @@
-"""TensorRT backend (TensorRT 10 Python API, NVIDIA GPU): builds a plan from ``model.onnx`` and runs it.
+"""TensorRT backend (TensorRT 10 and 11 Python API, NVIDIA GPU): builds a plan from ``model.onnx`` and runs it.
 
 TensorRT is an optional extra (``pip install mer[tensorrt]``, NVIDIA machines only); it is
 imported only here, when this backend is asked for, and its absence is a clear
-:class:`MerError`. A plan has one optimisation profile covering batch 1..max_batch, in FP32,
-FP16, or INT8 calibrated by an entropy calibrator on a calibration set (``tensorrt_support``).
+:class:`MerError`. A plan is built from a strongly typed network parsed from the precision
+graph of ``model.onnx`` (``precision_graphs``: the graph itself for FP32, a float16 graph for
+FP16, an explicitly quantized Q/DQ graph calibrated on a calibration set for INT8), with one
+optimisation profile covering batch 1..max_batch. No precision builder flag or calibrator is
+used, so the same code builds on TensorRT 10 and on 11, which removed both.
 
 A plan is only valid for one ONNX file, one TensorRT version, one GPU model and one set of
 build options. Each plan file starts with a header: 4-byte little-endian length, then JSON
@@ -11,11 +14,13 @@ naming all of them (``PlanKey``). Loading uses the engine directory's own plan w
 matches this machine, else the plan cache (``PlanCache``: ``~/.cache/mer/tensorrt``, one file
 per key), else builds one and caches it; a plan built for another key is never run.
 Inference binds torch CUDA tensors with ``set_tensor_address`` and runs ``execute_async_v3``
-on torch's current stream, so a CUDA tensor input never visits the host.
+on torch's current stream; :meth:`TensorRTBackend.probabilities` takes and returns CUDA
+tensors, so a batch already on the GPU never visits the host.
 
 Verified here (no GPU, TensorRT not installable): the import guard and its error, the plan
-header format, the cache keys and lookups, the ONNX checks, calibration sets. The build and
-execute path runs only where TensorRT is installed (``tests/test_gpu.py`` on a GPU machine).
+header format, the cache keys and lookups, the ONNX checks, calibration sets, and the precision
+graphs, which ONNX Runtime runs on the CPU. The build and execute path runs only where TensorRT
+is installed (``tests/test_gpu.py`` on a GPU machine).
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ import torch
 from engines.errors import InputError, MerError
 from engines.manifest import EngineManifest, make_world_readable, sha256_file
 from engines.runtime.base import Backend
+from engines.runtime.precision_graphs import graph_agreement, graph_recipe, precision_graph
 from engines.runtime.tensorrt_support import (
     PRECISIONS,
     CalibrationSet,
@@ -61,7 +67,7 @@ INSTALL_HINT = "install mer[tensorrt] on an NVIDIA machine (pip install 'mer[ten
 ONNX_NAME = "model.onnx"
 _HEADER_LENGTH = struct.Struct("<I")
 _WORKSPACE_BYTES = 1 << 30
-_CALIBRATION_BATCH = 32  # also the profile's optimal batch
+_OPT_BATCH = 32  # the batch size the profile is tuned for
 
 
 def import_tensorrt():
@@ -128,81 +134,35 @@ def plan_key(trt, onnx_sha256: str, precision: str, max_batch: int, calibration:
         precision=precision,
         max_batch=max_batch,
         calibration_sha256=calibration.sha256 if precision == "int8" and calibration is not None else None,
+        graph_recipe=graph_recipe(precision),
     )
 
 
-def _entropy_calibrator(trt, calibration: CalibrationSet, batch_size: int, cache_path: Path | None):
-    """An ``IInt8EntropyCalibrator2`` feeding the calibration set's inputs from GPU memory."""
-
-    class EntropyCalibrator(trt.IInt8EntropyCalibrator2):
-        def __init__(self) -> None:
-            super().__init__()
-            self.batches = torch.from_numpy(calibration.inputs).split(batch_size)
-            self.index = 0
-            self.current: torch.Tensor | None = None  # kept alive while TensorRT reads it
-
-        def get_batch_size(self) -> int:
-            return batch_size
-
-        def get_batch(self, names):
-            if self.index >= len(self.batches):
-                return None
-            batch = self.batches[self.index]
-            if batch.shape[0] < batch_size:  # TensorRT reads full batches: repeat the last samples
-                batch = torch.cat([batch, batch[-1:].expand(batch_size - batch.shape[0], *batch.shape[1:])])
-            self.current = batch.contiguous().cuda()
-            self.index += 1
-            return [self.current.data_ptr()]
-
-        def read_calibration_cache(self):
-            if cache_path is not None and cache_path.is_file():
-                return cache_path.read_bytes()
-            return None
-
-        def write_calibration_cache(self, cache) -> None:
-            if cache_path is not None:
-                cache_path.parent.mkdir(parents=True, exist_ok=True)
-                cache_path.write_bytes(bytes(cache))
-
-    return EntropyCalibrator()
-
-
-def _build_plan(trt, onnx_path: Path, sample_shape: tuple[int, ...], precision: str, max_batch: int,
-                calibration: CalibrationSet | None = None, calibration_cache: Path | None = None) -> bytes:
-    """Parse the ONNX file and build a serialised plan with a dynamic-batch profile (1..max_batch)."""
-    problems = check_onnx_for_tensorrt(onnx_path, max_batch)
+def _build_plan(trt, graph, source: Path, sample_shape: tuple[int, ...], max_batch: int) -> bytes:
+    """A serialised plan with a dynamic-batch profile (1..max_batch) from a precision graph
+    (``precision_graphs``): a strongly typed network, so no precision flag is set; every
+    tensor's type comes from the graph. ``source`` is the ONNX file it came from, for errors."""
+    problems = check_onnx_for_tensorrt(graph, max_batch)
     if problems:
-        raise InputError("TensorRT would refuse this model: " + "; ".join(problems), path=onnx_path)
+        raise InputError("TensorRT would refuse this model: " + "; ".join(problems), path=source)
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
-    network = builder.create_network(0)  # TensorRT 10: networks are always explicit-batch
+    # TensorRT 10: opt in to strong typing (networks are always explicit-batch); 11: always on, the flag ignored.
+    network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
     parser = trt.OnnxParser(network, logger)
-    if not parser.parse(onnx_path.read_bytes()):
+    if not parser.parse(graph.SerializeToString()):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
-        raise InputError(f"TensorRT cannot parse the ONNX model: {errors}", path=onnx_path)
+        raise InputError(f"TensorRT cannot parse the ONNX model: {errors}", path=source)
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, _WORKSPACE_BYTES)
-    gpu = torch.cuda.get_device_name()
-    if precision in ("fp16", "int8"):
-        if not builder.platform_has_fast_fp16:
-            raise MerError(f"{precision} requested but {gpu} has no fast FP16")
-        config.set_flag(trt.BuilderFlag.FP16)  # int8 plans keep fp16 for layers left unquantised
     profile = builder.create_optimization_profile()
     input_name = network.get_input(0).name
-    opt_batch = min(max_batch, _CALIBRATION_BATCH)
+    opt_batch = min(max_batch, _OPT_BATCH)
     profile.set_shape(input_name, (1, *sample_shape), (opt_batch, *sample_shape), (max_batch, *sample_shape))
     config.add_optimization_profile(profile)
-    if precision == "int8":
-        if calibration is None:
-            raise InputError("an int8 plan needs a calibration set (--calibration FILE)", column="calibration")
-        if not builder.platform_has_fast_int8:
-            raise MerError(f"int8 requested but {gpu} has no fast INT8")
-        config.set_flag(trt.BuilderFlag.INT8)
-        config.int8_calibrator = _entropy_calibrator(trt, calibration, opt_batch, calibration_cache)
-        config.set_calibration_profile(profile)
     plan = builder.build_serialized_network(network, config)
     if plan is None:
-        raise MerError(f"TensorRT failed to build a plan from {onnx_path} (see the TensorRT log above)")
+        raise MerError(f"TensorRT failed to build a plan from {source} (see the TensorRT log above)")
     return bytes(plan)
 
 
@@ -215,15 +175,26 @@ def require_tensorrt():
 
 
 def build_plan_file(onnx_path: Path, out_dir: Path, *, sample_shape: tuple[int, ...], precision: str = "fp32",
-                    max_batch: int = 64, calibration: CalibrationSet | None = None) -> tuple[Path, dict]:
-    """Build ``out_dir/model.<precision>.plan`` from ``onnx_path``; returns its path and header."""
+                    max_batch: int = 64, calibration: CalibrationSet | None = None) -> tuple[list[Path], dict]:
+    """Build ``out_dir/model.<precision>.plan`` from ``onnx_path``; returns the files written and the plan's
+    header. An fp16 or int8 plan's precision graph is written beside it (``model.<precision>.onnx``) and,
+    for int8, the header records how closely that graph follows the fp32 one on the calibration set."""
     trt = require_tensorrt()
     key = plan_key(trt, sha256_file(onnx_path), precision, max_batch, calibration)
-    plan = _build_plan(trt, onnx_path, tuple(sample_shape), precision, max_batch, calibration,
-                       Path(out_dir) / "model.int8.calibration" if precision == "int8" else None)
-    path = write_plan_file(Path(out_dir) / f"model.{precision}.plan", key.header(), plan)
-    log.info("built TensorRT plan %s (%s, batch 1..%d)", path, precision, max_batch)
-    return path, key.header()
+    graph = precision_graph(onnx_path, precision, calibration)
+    plan = _build_plan(trt, graph, Path(onnx_path), tuple(sample_shape), max_batch)
+    header = key.header()
+    written = [write_plan_file(Path(out_dir) / f"model.{precision}.plan", header, plan)]
+    info = dict(header)
+    if precision != "fp32":
+        graph_path = Path(out_dir) / f"model.{precision}.onnx"
+        graph_path.write_bytes(graph.SerializeToString())
+        make_world_readable(graph_path)
+        written.append(graph_path)
+        if calibration is not None:
+            info["calibration_agreement"] = graph_agreement(onnx_path, graph, calibration.inputs)
+    log.info("built TensorRT plan %s (%s, batch 1..%d)", written[0], precision, max_batch)
+    return written, info
 
 
 class TensorRTBackend(Backend):
@@ -286,7 +257,8 @@ class TensorRTBackend(Backend):
         def build() -> bytes:
             log.info("building a TensorRT %s plan for %s (batch 1..%d) into %s", key.precision, manifest.engine_id,
                      key.max_batch, cache.directory)
-            return _build_plan(trt, onnx_path, manifest.sample_shape, key.precision, key.max_batch, calibration)
+            graph = precision_graph(onnx_path, key.precision, calibration)
+            return _build_plan(trt, graph, onnx_path, manifest.sample_shape, key.max_batch)
 
         plan, built = cache.get_or_build(key, build)
         if not built:
@@ -294,13 +266,16 @@ class TensorRTBackend(Backend):
         return plan
 
     def predict(self, batch) -> np.ndarray:
-        """Like every backend; a CUDA tensor input stays on the GPU (no host round trip)."""
+        """Like every backend: ``(N, C)`` float32 probabilities as numpy."""
         if isinstance(batch, torch.Tensor):
-            self._check_batch_shape(tuple(batch.shape))
-            tensor = batch
-        else:
-            tensor = torch.from_numpy(self._as_input_array(batch))
-        return self._run(tensor.to(self.device, torch.float32).contiguous()).cpu().numpy()
+            return self.probabilities(batch).cpu().numpy()
+        return self._scores(self._as_input_array(batch))
+
+    def probabilities(self, batch: torch.Tensor) -> torch.Tensor:
+        """(N, C) float32 probabilities on the GPU for a (N, *input shape) tensor (any device): a batch
+        already on the GPU is read where it is, and the result stays there (as ``torch-cuda``'s)."""
+        self._check_batch_shape(tuple(batch.shape))
+        return self._run(batch.to(self.device, torch.float32).contiguous())
 
     def _scores(self, batch: np.ndarray) -> np.ndarray:
         return self._run(torch.from_numpy(batch).to(self.device)).cpu().numpy()

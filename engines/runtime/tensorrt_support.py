@@ -65,15 +65,19 @@ Sum Tan Tanh ThresholdedRelu Tile TopK Transpose Trilu Unsqueeze Upsample Where 
 _MAX_PROFILE_BATCH = 4096
 
 
-def check_onnx_for_tensorrt(onnx_path: str | Path, max_batch: int) -> list[str]:
-    """Problems TensorRT 10 would have with this ONNX model and batch range (empty: none found)."""
+def check_onnx_for_tensorrt(onnx_model, max_batch: int) -> list[str]:
+    """Problems TensorRT 10 would have with this ONNX model (a file or an ``onnx.ModelProto``) and
+    batch range (empty: none found)."""
     import onnx
 
-    path = Path(onnx_path)
-    try:
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception as exc:  # noqa: BLE001 - any parse failure is the file's fault
-        raise InputError(f"not a readable ONNX model ({exc})", path=path) from None
+    if isinstance(onnx_model, onnx.ModelProto):
+        model = onnx_model
+    else:
+        path = Path(onnx_model)
+        try:
+            model = onnx.load(str(path), load_external_data=False)
+        except Exception as exc:  # noqa: BLE001 - any parse failure is the file's fault
+            raise InputError(f"not a readable ONNX model ({exc})", path=path) from None
     problems = []
     opsets = {entry.domain or "ai.onnx": entry.version for entry in model.opset_import}
     opset = opsets.get("ai.onnx")
@@ -130,6 +134,7 @@ class PlanKey:
     precision: str
     max_batch: int
     calibration_sha256: str | None = None  # int8 only: the calibration set it was built from
+    graph_recipe: str | None = None  # fp16 / int8: how the precision graph was made (precision_graphs)
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
