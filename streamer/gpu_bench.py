@@ -8,9 +8,10 @@ Three parts, each reported even when another fails:
   kernels. Both OpenCV's default parameters and the default engine's. Agreement: endpoint
   error of each against the CPU torch solver and OpenCV, and against the true flow.
 * ``engines``: every backend that runs here (torch and ONNX Runtime on the CPU, torch-cuda in
-  float32 and with float16 where safe, TensorRT when installed) on the default engine and on a
-  Dual-ATME engine: batch-1 latency, batch-64 throughput, and the largest probability gap to
-  the CPU torch backend.
+  float32 and with float16 where safe, TensorRT in fp32, fp16 and int8 when installed) on the
+  default engine and on a Dual-ATME engine: batch-1 latency, batch-64 throughput, and the
+  largest probability gap to the CPU torch backend (for int8: to its Q/DQ graph run by ONNX
+  Runtime, calibrated on the bench's random batch).
 * ``streams``: the shared batching recognizer (motion + engine on the device) fed by N
   simulated streams, each asking for one recognition per frame at 30 fps (far more than real
   micro-expression rates: it bounds the per-frame work a GPU spotter could add); the largest
@@ -204,7 +205,26 @@ def _backends_here(device: torch.device) -> list[tuple[str, str, dict]]:
         if probes["tensorrt"] is None:
             rows.append(("tensorrt", "tensorrt fp32", {"half": False}))
             rows.append(("tensorrt", "tensorrt fp16", {"half": True}))
+            rows.append(("tensorrt", "tensorrt int8", {"precision": "int8"}))
     return rows
+
+
+def _int8_options(engine_dir: Path, workdir: Path, inputs: np.ndarray) -> tuple[dict, np.ndarray]:
+    """The int8 row's calibration set (``inputs``: the bench's own random batch, as no dataset
+    is assumed here) and the scores its Q/DQ graph gives in ONNX Runtime on the CPU, which
+    TensorRT's INT8 plan should reproduce (against fp32 it differs by the quantization itself)."""
+    import onnxruntime as ort
+
+    from engines.manifest import read_manifest
+    from engines.runtime.precision_graphs import precision_graph
+    from engines.runtime.tensorrt_support import calibration_contract, read_calibration_set, write_calibration_set
+
+    contract = calibration_contract(read_manifest(engine_dir).data)
+    path = write_calibration_set(workdir / f"{engine_dir.name}-calibration.npz", inputs, contract,
+                                 [str(i) for i in range(len(inputs))])
+    graph = precision_graph(engine_dir / "model.onnx", "int8", read_calibration_set(path))
+    session = ort.InferenceSession(graph.SerializeToString(), providers=["CPUExecutionProvider"])
+    return {"precision": "int8", "calibration": path}, session.run(None, {session.get_inputs()[0].name: inputs})[0]
 
 
 def bench_engines(device: torch.device, quick: bool) -> list[dict]:
@@ -222,9 +242,14 @@ def bench_engines(device: torch.device, quick: bool) -> list[dict]:
             for backend, name, options in _backends_here(device):
                 row: dict = {"engine": label, "backend": name}
                 try:
+                    if options.get("precision") == "int8":
+                        options, int8_expected = _int8_options(engine_dir, Path(tmp), batch64)
+                        gap_name, reference_scores = "max_prob_gap_vs_int8_graph_onnxruntime", int8_expected
+                    else:
+                        gap_name, reference_scores = "max_prob_gap_vs_torch_cpu", expected
                     engine = load(engine_dir, backend, **options)
                     row["half"] = getattr(engine, "half", False)
-                    row["max_prob_gap_vs_torch_cpu"] = float(np.abs(engine.predict(batch64) - expected).max())
+                    row[gap_name] = float(np.abs(engine.predict(batch64) - reference_scores).max())
                     one = batch64[:1]
                     seconds, _ = _median_s(lambda: engine.predict(one), torch.device("cpu"), iterations, warmup=5)
                     row["batch1_latency_ms"] = 1000 * seconds
