@@ -22,7 +22,7 @@ from engines.errors import InputError
 from engines.export import export_model
 from engines.manifest import read_manifest, verify_files
 from engines.runtime.tensorrt_backend import read_plan_file
-from engines.runtime.tensorrt_support import calibration_contract, write_calibration_set
+from engines.runtime.tensorrt_support import calibration_contract, read_calibration_set, write_calibration_set
 from tests.test_export import make_model
 
 PLAN = b"PLAN FROM THE STAND-IN"
@@ -158,3 +158,30 @@ def test_an_int8_plan_without_a_calibration_set_is_refused_before_any_build(call
     with pytest.raises(InputError, match="calibration"):
         export_model(make_model("ststnet"), tmp_path / "e", formats=("onnx", "tensorrt"), precision="int8")
     assert not any(call[0] == "builder.build_serialized_network" for call in calls)
+
+
+def test_an_exported_int8_engine_rebuilds_elsewhere_from_its_own_graph_without_its_calibration_set(calls, tmp_path):
+    plain = export_model(make_model("ststnet"), tmp_path / "plain")
+    inputs = np.random.default_rng(1).uniform(0, 255, (32, 3, 28, 28)).astype(np.float32)
+    path = write_calibration_set(tmp_path / "calib.npz", inputs, calibration_contract(plain.data),
+                                 [str(i) for i in range(32)])
+    export_model(make_model("ststnet"), tmp_path / "e", formats=("onnx", "tensorrt"), precision="int8", calibration=path)
+    manifest = read_manifest(tmp_path / "e")
+    other_gpu = _tensorrt_11([])
+    other_gpu.__version__ = "11.2.0"  # another TensorRT: the shipped plan cannot be run, a build is due
+    key, make_graph = tensorrt_backend.plan_source(other_gpu, manifest, "int8", 64)
+    assert key.tensorrt == "11.2.0" and key.precision == "int8"
+    assert key.calibration_sha256 == manifest.data["tensorrt"]["calibration_sha256"]
+    assert key.graph_recipe == manifest.data["tensorrt"]["graph_recipe"]
+    assert make_graph() == onnx.load(str(tmp_path / "e" / "model.int8.onnx"))  # the shipped graph, not a new one
+    # With a calibration set given, the graph is made anew from model.onnx and keyed by that set.
+    other_set = read_calibration_set(write_calibration_set(
+        tmp_path / "other.npz", inputs * 0.5, calibration_contract(plain.data), [str(i) for i in range(32)]))
+    key, make_graph = tensorrt_backend.plan_source(other_gpu, manifest, "int8", 64, other_set)
+    assert key.calibration_sha256 == other_set.sha256 != manifest.data["tensorrt"]["calibration_sha256"]
+    assert {"QuantizeLinear", "DequantizeLinear"} <= _op_types(make_graph())
+    # The engine ships no fp16 graph: fp16 is made from model.onnx; fp32 is model.onnx itself.
+    key, make_graph = tensorrt_backend.plan_source(other_gpu, manifest, "fp16", 64)
+    assert key.calibration_sha256 is None and "float16" in key.graph_recipe
+    key, make_graph = tensorrt_backend.plan_source(other_gpu, manifest, "fp32", 64)
+    assert key.graph_recipe is None and make_graph() == onnx.load(str(tmp_path / "e" / "model.onnx"))

@@ -45,6 +45,7 @@ __all__ = [
     "int8_graph",
     "precision_graph",
     "quantization_problems",
+    "read_graph",
 ]
 
 log = logging.getLogger(__name__)
@@ -76,19 +77,24 @@ def graph_recipe(precision: str) -> str | None:
 
 def precision_graph(onnx_path: str | Path, precision: str, calibration: CalibrationSet | None = None):
     """The ``onnx.ModelProto`` a strongly typed TensorRT network is parsed from for ``precision``."""
-    import onnx
-
     graph_recipe(precision)  # refuses an unknown precision
     path = Path(onnx_path)
     if precision == "int8":
         if calibration is None:
             raise InputError("an int8 plan needs a calibration set (--calibration FILE)", column="calibration")
         return int8_graph(path, calibration)
-    try:
-        model = onnx.load(str(path))
-    except Exception as exc:  # noqa: BLE001 - any parse failure is the file's fault
-        raise InputError(f"not a readable ONNX model ({exc})", path=path) from None
+    model = read_graph(path)
     return model if precision == "fp32" else fp16_graph(model)
+
+
+def read_graph(path: str | Path, load_external_data: bool = True):
+    """An ONNX file as a ``ModelProto``, or an :class:`InputError` naming the file."""
+    import onnx
+
+    try:
+        return onnx.load(str(path), load_external_data=load_external_data)
+    except Exception as exc:  # noqa: BLE001 - any parse failure is the file's fault
+        raise InputError(f"not a readable ONNX model ({exc})", path=Path(path)) from None
 
 
 def fp16_graph(model):
@@ -104,7 +110,6 @@ def fp16_graph(model):
 
 def int8_graph(onnx_path: str | Path, calibration: CalibrationSet):
     """The explicitly quantized (Q/DQ) graph of ``onnx_path``, calibrated on ``calibration``."""
-    import onnx
     from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     path = Path(onnx_path)
@@ -140,7 +145,7 @@ def int8_graph(onnx_path: str | Path, calibration: CalibrationSet):
                 },
             )
         log.debug("int8 calibration of %s on %d samples:\n%s", path, len(calibration.inputs), progress.getvalue())
-        model = onnx.load(str(out))
+        model = read_graph(out)
     problems = quantization_problems(model)
     if problems:  # a quantizer release that changed its output must not reach a build
         raise InputError("the quantized graph is not what TensorRT takes: " + "; ".join(problems), path=path)
@@ -191,12 +196,7 @@ def graph_agreement(reference, graph, inputs: np.ndarray) -> dict[str, float]:
 
 
 def _input_name(path: Path) -> str:
-    import onnx
-
-    try:
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception as exc:  # noqa: BLE001
-        raise InputError(f"not a readable ONNX model ({exc})", path=path) from None
+    model = read_graph(path, load_external_data=False)
     initializers = {init.name for init in model.graph.initializer}
     inputs = [value.name for value in model.graph.input if value.name not in initializers]
     if len(inputs) != 1:

@@ -30,7 +30,7 @@ import logging
 import os
 import struct
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +40,7 @@ import torch
 from engines.errors import InputError, MerError
 from engines.manifest import EngineManifest, make_world_readable, sha256_file
 from engines.runtime.base import Backend
-from engines.runtime.precision_graphs import graph_agreement, graph_recipe, precision_graph
+from engines.runtime.precision_graphs import graph_agreement, graph_recipe, precision_graph, read_graph
 from engines.runtime.tensorrt_support import (
     PRECISIONS,
     CalibrationSet,
@@ -55,6 +55,7 @@ __all__ = [
     "TensorRTBackend",
     "build_plan_file",
     "import_tensorrt",
+    "plan_source",
     "read_plan_file",
     "require_tensorrt",
     "tensorrt_unavailable_reason",
@@ -125,17 +126,43 @@ def read_plan_file(path: Path) -> tuple[dict, bytes]:
     return header, data[end:]
 
 
-def plan_key(trt, onnx_sha256: str, precision: str, max_batch: int, calibration: CalibrationSet | None = None) -> PlanKey:
-    """The cache key of a plan built here (this TensorRT, this GPU) from that ONNX file."""
+def plan_key(trt, onnx_sha256: str, precision: str, max_batch: int, calibration: CalibrationSet | None = None,
+             *, recorded: Mapping[str, Any] | None = None) -> PlanKey:
+    """The cache key of a plan built here (this TensorRT, this GPU) from that ONNX file; with
+    ``recorded`` (a plan header from the engine's manifest), from the precision graph that header
+    describes rather than from one made now."""
+    if recorded is not None:
+        calibration_sha256, recipe = recorded.get("calibration_sha256"), recorded.get("graph_recipe")
+    else:
+        calibration_sha256 = calibration.sha256 if precision == "int8" and calibration is not None else None
+        recipe = graph_recipe(precision)
     return PlanKey(
         onnx_sha256=onnx_sha256,
         tensorrt=trt.__version__,
         device=torch.cuda.get_device_name(),
         precision=precision,
         max_batch=max_batch,
-        calibration_sha256=calibration.sha256 if precision == "int8" and calibration is not None else None,
-        graph_recipe=graph_recipe(precision),
+        calibration_sha256=calibration_sha256,
+        graph_recipe=recipe,
     )
+
+
+def plan_source(trt, manifest: EngineManifest, precision: str, max_batch: int,
+                calibration: CalibrationSet | None = None) -> tuple[PlanKey, Callable[[], Any]]:
+    """The key of the plan that loading ``manifest``'s engine here needs, and how to make the graph
+    should it have to be built. An engine exported with an fp16 or int8 plan ships that plan's
+    precision graph (``model.<precision>.onnx``); without a calibration set given, a build on
+    another GPU or TensorRT uses it, so an int8 engine moves without its calibration set. With one
+    given, or with no shipped graph, the graph is made from ``model.onnx``."""
+    onnx_sha256 = manifest.files[ONNX_NAME]["sha256"]
+    shipped_name = f"model.{precision}.onnx"
+    recorded = manifest.data.get("tensorrt") or {}
+    if (calibration is None and precision != "fp32" and shipped_name in manifest.files
+            and recorded.get("precision") == precision):
+        key = plan_key(trt, onnx_sha256, precision, max_batch, recorded=recorded)
+        return key, lambda: read_graph(manifest.file_path(shipped_name))
+    key = plan_key(trt, onnx_sha256, precision, max_batch, calibration)
+    return key, lambda: precision_graph(manifest.file_path(ONNX_NAME), precision, calibration)
 
 
 def _build_plan(trt, graph, source: Path, sample_shape: tuple[int, ...], max_batch: int) -> bytes:
@@ -221,8 +248,8 @@ class TensorRTBackend(Backend):
         self.max_batch = max_batch
         self.precision = precision
         self.half = precision != "fp32"
-        key = plan_key(trt, manifest.files[ONNX_NAME]["sha256"], precision, max_batch, calibration)
-        plan = self._plan(trt, manifest, key, calibration, PlanCache(cache_dir))
+        key, make_graph = plan_source(trt, manifest, precision, max_batch, calibration)
+        plan = self._plan(trt, manifest, key, make_graph, PlanCache(cache_dir))
         self._logger = trt.Logger(trt.Logger.WARNING)
         self._runtime = trt.Runtime(self._logger)
         self.engine = self._runtime.deserialize_cuda_engine(plan)
@@ -242,8 +269,7 @@ class TensorRTBackend(Backend):
                              f"lists {len(self.class_names)}", path=manifest.file_path(ONNX_NAME), column="class_names")
 
     @staticmethod
-    def _plan(trt, manifest: EngineManifest, key: PlanKey, calibration: CalibrationSet | None,
-              cache: PlanCache) -> bytes:
+    def _plan(trt, manifest: EngineManifest, key: PlanKey, make_graph: Callable[[], Any], cache: PlanCache) -> bytes:
         """The engine directory's own plan if it was built for ``key``; else the cache's; else a fresh build."""
         shipped = manifest.engine_dir / f"model.{key.precision}.plan"
         if shipped.is_file():
@@ -257,8 +283,7 @@ class TensorRTBackend(Backend):
         def build() -> bytes:
             log.info("building a TensorRT %s plan for %s (batch 1..%d) into %s", key.precision, manifest.engine_id,
                      key.max_batch, cache.directory)
-            graph = precision_graph(onnx_path, key.precision, calibration)
-            return _build_plan(trt, graph, onnx_path, manifest.sample_shape, key.max_batch)
+            return _build_plan(trt, make_graph(), onnx_path, manifest.sample_shape, key.max_batch)
 
         plan, built = cache.get_or_build(key, build)
         if not built:
