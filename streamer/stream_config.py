@@ -98,7 +98,7 @@ class EngineConfig(ConfigModel):
     """``[engine]``: the classifier; no path means the engine shipped with mer (synthetic-trained)."""
 
     path: Path | None = None
-    backend: Literal["auto", "onnxruntime", "torch", "tensorrt"] = "auto"
+    backend: Literal["auto", "tensorrt", "torch-cuda", "onnxruntime", "torch"] = "auto"
     threads: int = Field(1, ge=1)  # intra-op threads for onnxruntime/torch; one leaves the other core to capture
 
 

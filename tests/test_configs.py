@@ -30,3 +30,12 @@ def test_shipped_config_is_valid(path):
     if isinstance(config, TrainRecipe):
         # Recipes are found by model name; variants of a model's recipe are named <model>_<variant>.
         assert path.stem == config.model or path.stem.startswith(f"{config.model}_")
+
+
+def test_the_stream_config_offers_every_runtime_backend():
+    from typing import get_args
+
+    from engines.runtime import BACKENDS
+    from streamer.stream_config import EngineConfig
+
+    assert get_args(EngineConfig.model_fields["backend"].annotation) == ("auto", *BACKENDS)

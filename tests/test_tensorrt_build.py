@@ -185,3 +185,10 @@ def test_an_exported_int8_engine_rebuilds_elsewhere_from_its_own_graph_without_i
     assert key.calibration_sha256 is None and "float16" in key.graph_recipe
     key, make_graph = tensorrt_backend.plan_source(other_gpu, manifest, "fp32", 64)
     assert key.graph_recipe is None and make_graph() == onnx.load(str(tmp_path / "e" / "model.onnx"))
+
+
+def test_without_a_precision_asked_an_engine_loads_at_the_precision_it_was_exported_with(calls, tmp_path):
+    plain = export_model(make_model("ststnet"), tmp_path / "plain")
+    assert tensorrt_backend.shipped_precision(plain) == "fp32"
+    fp16 = export_model(make_model("ststnet"), tmp_path / "fp16", formats=("onnx", "tensorrt"), precision="fp16")
+    assert tensorrt_backend.shipped_precision(fp16) == "fp16"

@@ -58,6 +58,7 @@ __all__ = [
     "plan_source",
     "read_plan_file",
     "require_tensorrt",
+    "shipped_precision",
     "tensorrt_unavailable_reason",
     "write_plan_file",
 ]
@@ -147,6 +148,12 @@ def plan_key(trt, onnx_sha256: str, precision: str, max_batch: int, calibration:
     )
 
 
+def shipped_precision(manifest: EngineManifest) -> str:
+    """The precision of the plan the engine was exported with (``mer export --format tensorrt
+    --precision P``), or fp32 for an engine exported without one."""
+    return (manifest.data.get("tensorrt") or {}).get("precision") or "fp32"
+
+
 def plan_source(trt, manifest: EngineManifest, precision: str, max_batch: int,
                 calibration: CalibrationSet | None = None) -> tuple[PlanKey, Callable[[], Any]]:
     """The key of the plan that loading ``manifest``'s engine here needs, and how to make the graph
@@ -227,13 +234,15 @@ def build_plan_file(onnx_path: Path, out_dir: Path, *, sample_shape: tuple[int, 
 class TensorRTBackend(Backend):
     name = "tensorrt"
 
-    def __init__(self, manifest: EngineManifest, *, precision: str = "fp32", half: bool | None = None,
+    def __init__(self, manifest: EngineManifest, *, precision: str | None = None, half: bool | None = None,
                  max_batch: int = 64, calibration: str | Path | CalibrationSet | None = None,
                  cache_dir: str | Path | None = None, device: int = 0, threads: int | None = None) -> None:
         # ``threads`` is accepted (and unused: inference runs on the GPU) so that callers can
         # pass the same options to ``load(..., backend="auto")`` whichever backend it picks.
-        # ``half=True`` is the older spelling of ``precision="fp16"``.
+        # ``half=True`` is the older spelling of ``precision="fp16"``. No precision: the one the
+        # engine was exported with (``shipped_precision``), so an int8 engine runs as int8.
         super().__init__(manifest)
+        precision = precision or shipped_precision(manifest)
         if half is not None:
             precision = "fp16" if half else precision
         if precision not in PRECISIONS:
