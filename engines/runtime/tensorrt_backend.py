@@ -239,12 +239,13 @@ class TensorRTBackend(Backend):
                  cache_dir: str | Path | None = None, device: int = 0, threads: int | None = None) -> None:
         # ``threads`` is accepted (and unused: inference runs on the GPU) so that callers can
         # pass the same options to ``load(..., backend="auto")`` whichever backend it picks.
-        # ``half=True`` is the older spelling of ``precision="fp16"``. No precision: the one the
-        # engine was exported with (``shipped_precision``), so an int8 engine runs as int8.
+        # ``half`` is the older spelling: True for ``precision="fp16"``, False for "fp32". Neither
+        # given: the precision the engine was exported with (``shipped_precision``), so an int8
+        # engine runs as int8.
         super().__init__(manifest)
+        if precision is None and half is not None:
+            precision = "fp16" if half else "fp32"
         precision = precision or shipped_precision(manifest)
-        if half is not None:
-            precision = "fp16" if half else precision
         if precision not in PRECISIONS:
             raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}", column="precision")
         if isinstance(calibration, (str, Path)):
