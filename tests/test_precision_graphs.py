@@ -12,6 +12,7 @@ from streamer.recognizer import default_engine_dir
 from engines.errors import InputError
 from engines.manifest import read_manifest
 from engines.runtime.precision_graphs import (
+    CALIBRATION_BATCH,
     QUANTIZED_OPS,
     graph_agreement,
     graph_recipe,
@@ -93,6 +94,26 @@ def test_int8_calibration_follows_its_set_and_keeps_stdout_clean(engines, capsys
     assert scales[0] == scales[1]  # deterministic
     assert scales[2] > 2 * scales[0]  # the input's range is calibrated from the set
     assert capsys.readouterr().out == ""  # the calibrator's progress goes to the debug log
+
+
+def test_int8_calibration_folds_in_every_batch_of_its_set(engines) -> None:
+    """The calibrator sees the set a batch at a time (bounded memory); a loud first or last batch
+    must widen the input's range as much as a set that is loud throughout."""
+    source = engines["ststnet"] / "model.onnx"
+    quiet = _random_set((3, 28, 28), 2 * CALIBRATION_BATCH, seed=6).inputs
+
+    def input_scale(inputs: np.ndarray) -> float:
+        graph = int8_graph(source, CalibrationSet(inputs, {}, tuple(str(i) for i in range(len(inputs)))))
+        first = next(node for node in graph.graph.node if node.op_type == "QuantizeLinear")
+        return float(onnx.numpy_helper.to_array(next(i for i in graph.graph.initializer if i.name == first.input[1])))
+
+    loud_first, loud_last = quiet.copy(), quiet.copy()
+    loud_first[:CALIBRATION_BATCH] *= 4
+    loud_last[CALIBRATION_BATCH:] *= 4
+    everywhere = input_scale(quiet * 4)
+    assert input_scale(quiet) < everywhere / 3
+    assert input_scale(loud_first) == pytest.approx(everywhere, rel=0.01)
+    assert input_scale(loud_last) == pytest.approx(everywhere, rel=0.01)
 
 
 def test_quantization_problems_name_what_tensorrt_refuses(engines, tmp_path) -> None:

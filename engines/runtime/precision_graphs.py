@@ -56,8 +56,9 @@ QUANTIZED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 #: Operators an fp16 graph keeps in float32 (besides ONNX Runtime's own list): scatters that
 #: accumulate, such as LBP-TOP's histograms, whose counts float16 cannot hold exactly past 2048.
 FLOAT32_OPS = ("ScatterElements", "ScatterND")
-#: Calibration batches: the set is fed to the calibrator this many samples at a time.
-CALIBRATION_BATCH = 32
+#: Calibration batches: the set is fed to the calibrator this many samples at a time, and its
+#: activations are held for one batch only.
+CALIBRATION_BATCH = 8
 
 
 def graph_recipe(precision: str) -> str | None:
@@ -115,13 +116,24 @@ def int8_graph(onnx_path: str | Path, calibration: CalibrationSet):
     path = Path(onnx_path)
     input_name = _input_name(path)
 
+    batches = np.array_split(calibration.inputs, max(1, -(-len(calibration.inputs) // CALIBRATION_BATCH)))
+
     class Batches(CalibrationDataReader):
+        """The calibration set a batch at a time; with ``CalibStridedMinMax`` = 1 the calibrator
+        takes one batch per pass and folds it into its histograms before the next, so memory
+        holds one batch's activations, not the whole set's (large models at the papers' sizes)."""
+
         def __init__(self) -> None:
-            self.batches: Iterator[np.ndarray] = iter(
-                np.array_split(calibration.inputs, max(1, -(-len(calibration.inputs) // CALIBRATION_BATCH))))
+            self.window: Iterator[np.ndarray] = iter(batches)
+
+        def __len__(self) -> int:
+            return len(batches)
+
+        def set_range(self, start_index: int, end_index: int) -> None:
+            self.window = iter(batches[start_index:end_index])
 
         def get_next(self):
-            batch = next(self.batches, None)
+            batch = next(self.window, None)
             return None if batch is None else {input_name: np.ascontiguousarray(batch, dtype=np.float32)}
 
     with tempfile.TemporaryDirectory(prefix="mer-int8-") as tmp:
@@ -142,6 +154,7 @@ def int8_graph(onnx_path: str | Path, calibration: CalibrationSet):
                     "AddQDQPairToWeight": True,  # float weights behind Q/DQ: TensorRT quantizes them itself
                     "DedicatedQDQPair": True,  # one pair per consumer, the form TensorRT fuses
                     "QuantizeBias": False,  # float biases: TensorRT has no INT32 dequantization
+                    "CalibStridedMinMax": 1,  # one batch per calibration pass (any method, despite the name)
                 },
             )
         log.debug("int8 calibration of %s on %d samples:\n%s", path, len(calibration.inputs), progress.getvalue())
