@@ -213,18 +213,15 @@ def _int8_options(engine_dir: Path, workdir: Path, inputs: np.ndarray) -> tuple[
     """The int8 row's calibration set (``inputs``: the bench's own random batch, as no dataset
     is assumed here) and the scores its Q/DQ graph gives in ONNX Runtime on the CPU, which
     TensorRT's INT8 plan should reproduce (against fp32 it differs by the quantization itself)."""
-    import onnxruntime as ort
-
     from engines.manifest import read_manifest
-    from engines.runtime.precision_graphs import precision_graph
+    from engines.runtime.precision_graphs import cpu_scores, precision_graph
     from engines.runtime.tensorrt_support import calibration_contract, read_calibration_set, write_calibration_set
 
     contract = calibration_contract(read_manifest(engine_dir).data)
     path = write_calibration_set(workdir / f"{engine_dir.name}-calibration.npz", inputs, contract,
                                  [str(i) for i in range(len(inputs))])
     graph = precision_graph(engine_dir / "model.onnx", "int8", read_calibration_set(path))
-    session = ort.InferenceSession(graph.SerializeToString(), providers=["CPUExecutionProvider"])
-    return {"precision": "int8", "calibration": path}, session.run(None, {session.get_inputs()[0].name: inputs})[0]
+    return {"precision": "int8", "calibration": path}, cpu_scores(graph, inputs)
 
 
 def bench_engines(device: torch.device, quick: bool) -> list[dict]:

@@ -39,6 +39,7 @@ __all__ = [
     "CALIBRATION_BATCH",
     "FLOAT32_OPS",
     "QUANTIZED_OPS",
+    "cpu_scores",
     "fp16_graph",
     "graph_agreement",
     "graph_recipe",
@@ -188,21 +189,23 @@ def quantization_problems(model) -> list[str]:
     return problems
 
 
+def cpu_scores(model, inputs: np.ndarray) -> np.ndarray:
+    """What ``model`` (an ONNX file or ``ModelProto``) outputs for ``inputs``, run by ONNX Runtime on
+    the CPU: the reference a precision graph is held to, here and on a GPU."""
+    import onnxruntime as ort
+
+    source = str(model) if isinstance(model, (str, Path)) else model.SerializeToString()
+    session = ort.InferenceSession(source, providers=["CPUExecutionProvider"])
+    return session.run(None, {session.get_inputs()[0].name: np.ascontiguousarray(inputs, dtype=np.float32)})[0]
+
+
 def graph_agreement(reference, graph, inputs: np.ndarray) -> dict[str, float]:
     """How far ``graph``'s probabilities are from ``reference``'s on ``inputs``, both run by ONNX
     Runtime on the CPU: the largest probability gap and the share of samples whose top class agrees.
     ``reference`` and ``graph`` are ONNX files or ``ModelProto``s."""
-    import onnxruntime as ort
-
-    sessions = []
-    for model in (reference, graph):
-        source = str(model) if isinstance(model, (str, Path)) else model.SerializeToString()
-        sessions.append(ort.InferenceSession(source, providers=["CPUExecutionProvider"]))
-    name = sessions[0].get_inputs()[0].name
-    batch = np.ascontiguousarray(inputs, dtype=np.float32)
-    expected, got = (session.run(None, {name: batch})[0] for session in sessions)
+    expected, got = cpu_scores(reference, inputs), cpu_scores(graph, inputs)
     return {
-        "samples": int(len(batch)),
+        "samples": int(len(inputs)),
         "max_probability_gap": float(np.abs(got - expected).max()),
         "top1_agreement": float(np.mean(got.argmax(axis=1) == expected.argmax(axis=1))),
     }
