@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from engines.errors import InputError
-from engines.runtime.tensorrt_support import PRECISIONS, CalibrationSet
+from engines.runtime.tensorrt_support import PRECISIONS, CalibrationSet, graph_inputs, read_graph
 
 __all__ = [
     "CALIBRATION_BATCH",
@@ -46,7 +46,6 @@ __all__ = [
     "int8_graph",
     "precision_graph",
     "quantization_problems",
-    "read_graph",
 ]
 
 log = logging.getLogger(__name__)
@@ -87,16 +86,6 @@ def precision_graph(onnx_path: str | Path, precision: str, calibration: Calibrat
         return int8_graph(path, calibration)
     model = read_graph(path)
     return model if precision == "fp32" else fp16_graph(model)
-
-
-def read_graph(path: str | Path, load_external_data: bool = True):
-    """An ONNX file as a ``ModelProto``, or an :class:`InputError` naming the file."""
-    import onnx
-
-    try:
-        return onnx.load(str(path), load_external_data=load_external_data)
-    except Exception as exc:  # noqa: BLE001 - any parse failure is the file's fault
-        raise InputError(f"not a readable ONNX model ({exc})", path=Path(path)) from None
 
 
 def fp16_graph(model):
@@ -212,9 +201,7 @@ def graph_agreement(reference, graph, inputs: np.ndarray) -> dict[str, float]:
 
 
 def _input_name(path: Path) -> str:
-    model = read_graph(path, load_external_data=False)
-    initializers = {init.name for init in model.graph.initializer}
-    inputs = [value.name for value in model.graph.input if value.name not in initializers]
+    inputs = [value.name for value in graph_inputs(read_graph(path, load_external_data=False))]
     if len(inputs) != 1:
         raise InputError(f"expected one input tensor, found {len(inputs)}: {inputs}", path=path)
     return inputs[0]

@@ -40,7 +40,7 @@ import torch
 from engines.errors import InputError, MerError
 from engines.manifest import EngineManifest, make_world_readable, sha256_file
 from engines.runtime.base import Backend
-from engines.runtime.precision_graphs import graph_agreement, graph_recipe, precision_graph, read_graph
+from engines.runtime.precision_graphs import graph_agreement, graph_recipe, precision_graph
 from engines.runtime.tensorrt_support import (
     PRECISIONS,
     CalibrationSet,
@@ -48,6 +48,7 @@ from engines.runtime.tensorrt_support import (
     PlanKey,
     check_onnx_for_tensorrt,
     read_calibration_set,
+    read_graph,
 )
 
 __all__ = [

@@ -36,7 +36,9 @@ __all__ = [
     "PlanKey",
     "check_onnx_for_tensorrt",
     "default_plan_cache_dir",
+    "graph_inputs",
     "read_calibration_set",
+    "read_graph",
     "write_calibration_set",
 ]
 
@@ -70,14 +72,7 @@ def check_onnx_for_tensorrt(onnx_model, max_batch: int) -> list[str]:
     batch range (empty: none found)."""
     import onnx
 
-    if isinstance(onnx_model, onnx.ModelProto):
-        model = onnx_model
-    else:
-        path = Path(onnx_model)
-        try:
-            model = onnx.load(str(path), load_external_data=False)
-        except Exception as exc:  # noqa: BLE001 - any parse failure is the file's fault
-            raise InputError(f"not a readable ONNX model ({exc})", path=path) from None
+    model = onnx_model if isinstance(onnx_model, onnx.ModelProto) else read_graph(onnx_model, load_external_data=False)
     problems = []
     opsets = {entry.domain or "ai.onnx": entry.version for entry in model.opset_import}
     opset = opsets.get("ai.onnx")
@@ -91,8 +86,7 @@ def check_onnx_for_tensorrt(onnx_model, max_batch: int) -> list[str]:
     })
     if unsupported:
         problems.append(f"operators outside TensorRT's ONNX support matrix: {', '.join(unsupported)}")
-    initializers = {init.name for init in model.graph.initializer}
-    inputs = [value for value in model.graph.input if value.name not in initializers]
+    inputs = graph_inputs(model)
     if len(inputs) != 1:
         problems.append(f"expected one input tensor, found {len(inputs)}: {[value.name for value in inputs]}")
     else:
@@ -103,6 +97,22 @@ def check_onnx_for_tensorrt(onnx_model, max_batch: int) -> list[str]:
     if not 1 <= max_batch <= _MAX_PROFILE_BATCH:
         problems.append(f"profile batch range 1..{max_batch} is outside 1..{_MAX_PROFILE_BATCH}")
     return problems
+
+
+def read_graph(path: str | Path, load_external_data: bool = True):
+    """An ONNX file as a ``ModelProto``, or an :class:`InputError` naming the file."""
+    import onnx
+
+    try:
+        return onnx.load(str(path), load_external_data=load_external_data)
+    except Exception as exc:  # noqa: BLE001 - any parse failure is the file's fault
+        raise InputError(f"not a readable ONNX model ({exc})", path=Path(path)) from None
+
+
+def graph_inputs(model) -> list:
+    """The inputs a caller feeds (``graph.input`` less the initializers some exporters list there)."""
+    initializers = {init.name for init in model.graph.initializer}
+    return [value for value in model.graph.input if value.name not in initializers]
 
 
 def _all_nodes(graph):
